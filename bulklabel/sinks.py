@@ -1,0 +1,154 @@
+"""Writers for prediction records: the output file's extension picks the format.
+
+``.jsonl`` and ``.csv`` stream: each batch is written and flushed as it comes, so a
+long job's output can be followed while it runs. ``.parquet`` buffers a bounded number of
+rows per row group and appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from .errors import ConfigError, MissingDependency
+from .records import FIELDS, Record
+
+FORMATS = (".jsonl", ".csv", ".parquet")
+
+
+class Sink(Protocol):
+    def write(self, records: Iterable[Record]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def output_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(
+            f"cannot tell the output format from the file name: use one of "
+            f"{', '.join(FORMATS)}. Received: --out {os.fspath(path)!r}"
+        )
+    return suffix
+
+
+def open_sink(path: str | os.PathLike) -> Sink:
+    """A sink writing to a local file, by extension; checks dependencies before any work."""
+    fmt = output_format(path)
+    path = Path(path)
+    if fmt == ".parquet":
+        return ParquetSink(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == ".csv":
+        return CsvSink(path)
+    return JsonlSink(path)
+
+
+def to_json_line(record: Record) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class JsonlSink:
+    def __init__(self, path: Path):
+        self._file = open(path, "w", encoding="utf-8")
+
+    def write(self, records: Iterable[Record]) -> None:
+        self._file.write("".join(to_json_line(r) + "\n" for r in records))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class CsvSink:
+    """CSV with the record's columns; ``top_k`` is a JSON string."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "w", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(FIELDS)
+
+    def write(self, records: Iterable[Record]) -> None:
+        for r in records:
+            row = dict(r, top_k=json.dumps(r["top_k"], ensure_ascii=False))
+            self._csv.writerow(["" if row[f] is None else row[f] for f in FIELDS])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ParquetSink:
+    """Parquet with ``top_k`` as a list of {label, score} structs."""
+
+    ROW_GROUP = 10_000
+
+    def __init__(self, path: Path):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise MissingDependency("pyarrow", "parquet", "writing .parquet output") from None
+        self._pa = pa
+        self._schema = pa.schema([
+            ("source", pa.string()),
+            ("label", pa.string()),
+            ("score", pa.float64()),
+            ("top_k", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
+            ("model", pa.string()),
+            ("error", pa.string()),
+        ])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._final = path
+        self._partial = path.with_name(path.name + ".partial")
+        self._writer = pq.ParquetWriter(self._partial, self._schema)
+        self._rows: list[Record] = []
+
+    def write(self, records: Iterable[Record]) -> None:
+        self._rows.extend(records)
+        if len(self._rows) >= self.ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            table = self._pa.Table.from_pylist(self._rows, schema=self._schema)
+            self._writer.write_table(table)
+            self._rows = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        os.replace(self._partial, self._final)
+
+
+def read_records(path: str | os.PathLike) -> list[Record]:
+    """Read a file written by a sink back into records (for tests and small merges)."""
+    fmt = output_format(path)
+    if fmt == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if fmt == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        out = []
+        for row in rows:
+            rec: Record = {k: (row[k] if row[k] != "" else None) for k in FIELDS}
+            rec["score"] = float(rec["score"]) if rec["score"] is not None else None
+            rec["top_k"] = json.loads(rec["top_k"]) if rec["top_k"] else []
+            out.append(rec)
+        return out
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def jsonl_bytes(records: Iterable[Record]) -> bytes:
+    """Records as JSONL bytes (used for shards written to storage)."""
+    buf = io.StringIO()
+    for r in records:
+        buf.write(to_json_line(r) + "\n")
+    return buf.getvalue().encode("utf-8")

@@ -1,0 +1,44 @@
+"""In-memory storage: the reference implementation the storage tests run against."""
+
+from __future__ import annotations
+
+import threading
+from typing import ClassVar, Iterator
+
+from . import safe_key
+
+
+class MemoryStorage:
+    _named: ClassVar[dict[str, "MemoryStorage"]] = {}
+
+    def __init__(self, name: str = "memory://"):
+        self.name = name
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def named(cls, url: str) -> "MemoryStorage":
+        return cls._named.setdefault(url, cls(url))
+
+    def read(self, key: str) -> bytes:
+        with self._lock:
+            try:
+                return self._objects[safe_key(key)]
+            except KeyError:
+                raise FileNotFoundError(key) from None
+
+    def write(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self._objects[safe_key(key)] = bytes(data)
+
+    def exists(self, key: str) -> bool:
+        with self._lock:
+            return safe_key(key) in self._objects
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        with self._lock:
+            keys = sorted(k for k in self._objects if k.startswith(prefix))
+        yield from keys
+
+    def url(self, key: str) -> str:
+        return self.name.rstrip("/") + "/" + safe_key(key)

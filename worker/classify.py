@@ -1,0 +1,65 @@
+"""``bulklabel classify``: the embedded job, one process, no services."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from bulklabel.progress import BackgroundCounter, ProgressBar
+from bulklabel.sinks import open_sink, output_format
+from bulklabel.sources import check_sources, iter_sources
+from bulklabel.storage import open_reader
+
+from .engine import Engine, EngineOptions, JobStats
+from .models import ModelOptions
+
+
+@dataclass
+class ClassifyJob:
+    sources: list[str]
+    model: str
+    out: str
+    model_options: ModelOptions
+    engine_options: EngineOptions
+    threads: int | None = None
+    progress: bool | None = None   # None: when stderr is a terminal
+    profile: bool = False
+
+
+def run(job: ClassifyJob) -> JobStats:
+    # Everything that can be checked without the model is checked first: fail fast.
+    output_format(job.out)
+    check_sources(job.sources)
+
+    from . import runtime
+
+    runtime.configure(job.threads)
+    from .models import load_model
+
+    t = time.perf_counter()
+    model = load_model(job.model, job.model_options)
+    for note in model.warnings:
+        print(f"bulklabel: note: {note}", file=sys.stderr)
+    engine = Engine(model, open_reader(), job.engine_options)
+    engine.warmup()
+    load_seconds = time.perf_counter() - t
+
+    sink = open_sink(job.out)
+    bar = ProgressBar(enabled=job.progress, total=BackgroundCounter(iter_sources(job.sources)))
+    try:
+        stats = engine.run(
+            iter_sources(job.sources), sink.write, lambda s: bar.update(s.images, s.errors)
+        )
+    finally:
+        sink.close()
+    bar.close(stats.images, stats.errors)
+    print(
+        f"classified {stats.images} images ({stats.errors} errors) in {stats.seconds:.1f} s, "
+        f"{stats.rate:.1f} images/s; model {model.model_id} loaded in {load_seconds:.1f} s; "
+        f"wrote {os.path.abspath(job.out)}"
+    )
+    if job.profile:
+        print(f"stage times: {stats.profile()}; traces: {engine.predictor.traces}")
+    return stats

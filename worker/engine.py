@@ -1,0 +1,198 @@
+"""The engine: read → decode → batch → predict → write, streaming, with bounded memory.
+
+One engine serves both ``bulklabel classify`` (embedded) and the Celery workers
+(distributed): it takes an iterable of image locations and hands records, in input
+order, to an ``emit`` callback one batch at a time.
+
+Reading and decoding run on thread pools (both release the GIL: file/network I/O and
+libjpeg), overlapped with inference on the calling thread. At most ``max_inflight``
+images are between the listing and the writer at any time, so memory stays flat whatever
+the size of the archive. Every image yields exactly one record: a prediction, or an error
+with a readable reason.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from bulklabel import records
+from bulklabel.errors import ImageError
+from bulklabel.records import Record
+from bulklabel.storage import SourceReader
+
+from .decode import DEFAULT_MAX_PIXELS, decode_image
+from .models import LoadedModel
+from .predictor import Predictor, ranked, top_k
+
+STAGES = ("read", "decode", "wait", "predict", "write")
+
+
+@dataclass
+class EngineOptions:
+    batch_size: int = 32
+    top_k: int = 5
+    decode_threads: int = 0   # 0: one per core
+    io_threads: int = 0       # 0: read inside the decode threads (right for local files)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def resolved_decode_threads(self) -> int:
+        return self.decode_threads or max(2, os.cpu_count() or 2)
+
+
+@dataclass
+class JobStats:
+    images: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def profile(self) -> str:
+        """Seconds per stage; read and decode are summed over their threads."""
+        return ", ".join(f"{k} {v:.2f}s" for k, v in self.stages.items())
+
+
+Emit = Callable[[list[Record]], None]
+Progress = Callable[[JobStats], None]
+
+
+class Engine:
+    def __init__(self, model: LoadedModel, reader: SourceReader, options: EngineOptions | None = None):
+        self.model = model
+        self.reader = reader
+        self.options = options or EngineOptions()
+        self.predictor = Predictor(model, self.options.batch_size)
+        self._lock = threading.Lock()
+
+    def warmup(self) -> None:
+        """Trace and run the model once so the first real batch pays nothing extra."""
+        self.predictor.warmup()
+
+    def run(self, sources: Iterable[str], emit: Emit, progress: Progress | None = None) -> JobStats:
+        opts = self.options
+        stats = JobStats()
+        start = time.perf_counter()
+        decode_pool = ThreadPoolExecutor(opts.resolved_decode_threads(), "bulklabel-decode")
+        io_pool = ThreadPoolExecutor(opts.io_threads, "bulklabel-read") if opts.io_threads else None
+        max_inflight = 2 * opts.batch_size + opts.io_threads + opts.resolved_decode_threads()
+        batch = self.predictor.new_batch()
+        inflight: deque[tuple[str, Future]] = deque()
+        pending: list[tuple[str, int | str]] = []  # (source, batch row) or (source, error reason)
+        filled = 0
+        listing = iter(sources)
+        exhausted = False
+
+        def flush() -> None:
+            nonlocal filled, pending
+            out: list[Record] = []
+            if filled:
+                t = time.perf_counter()
+                scores = self.predictor.predict(batch, filled)
+                idx, val = top_k(scores, opts.top_k)
+                stats.stages["predict"] += time.perf_counter() - t
+                best = ranked(self.model, idx, val)
+            for source, slot in pending:
+                if isinstance(slot, int):
+                    out.append(records.prediction(source, self.model.model_id, best[slot]))
+                else:
+                    out.append(records.failure(source, self.model.model_id, slot))
+                    stats.errors += 1
+            t = time.perf_counter()
+            emit(out)
+            stats.stages["write"] += time.perf_counter() - t
+            stats.images += len(out)
+            stats.seconds = time.perf_counter() - start
+            pending, filled = [], 0
+            if progress:
+                progress(stats)
+
+        try:
+            while True:
+                while not exhausted and len(inflight) < max_inflight:
+                    source = next(listing, None)
+                    if source is None:
+                        exhausted = True
+                    else:
+                        inflight.append((source, self._submit(source, decode_pool, io_pool, stats)))
+                if not inflight:
+                    break
+                source, future = inflight.popleft()
+                t = time.perf_counter()
+                result = future.result()
+                stats.stages["wait"] += time.perf_counter() - t
+                if isinstance(result, np.ndarray):
+                    batch[filled] = result
+                    pending.append((source, filled))
+                    filled += 1
+                else:
+                    pending.append((source, result))
+                # Full batch; or only errors waiting (emit them now); or a long run of errors.
+                if filled == opts.batch_size or (pending and not filled) or len(pending) >= 8 * opts.batch_size:
+                    flush()
+            if pending:
+                flush()
+        finally:
+            decode_pool.shutdown(wait=True, cancel_futures=True)
+            if io_pool:
+                io_pool.shutdown(wait=True, cancel_futures=True)
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    def _submit(self, source: str, decode_pool, io_pool, stats: JobStats) -> Future:
+        """Start reading and decoding ``source``; the future holds pixels or an error reason."""
+        out: Future = Future()
+        size, channels, max_pixels = self.model.input_size, self.model.channels, self.options.max_pixels
+
+        def add(stage: str, seconds: float) -> None:
+            with self._lock:
+                stats.stages[stage] += seconds
+
+        def decode(data: bytes) -> None:
+            t = time.perf_counter()
+            try:
+                out.set_result(decode_image(data, size, channels, max_pixels))
+            except ImageError as exc:
+                out.set_result(exc.reason)
+            except Exception as exc:  # a decoder bug must not stop the job
+                out.set_result(f"cannot decode image ({type(exc).__name__}: {exc})")
+            finally:
+                add("decode", time.perf_counter() - t)
+
+        def read() -> bytes | None:
+            t = time.perf_counter()
+            try:
+                return self.reader.read(source)
+            except ImageError as exc:
+                out.set_result(exc.reason)
+            except Exception as exc:
+                out.set_result(f"cannot read ({type(exc).__name__}: {exc})")
+            finally:
+                add("read", time.perf_counter() - t)
+            return None
+
+        def read_then_decode() -> None:
+            data = read()
+            if data is not None:
+                decode(data)
+
+        if io_pool is None:
+            decode_pool.submit(read_then_decode)
+        else:
+            def fetched() -> None:
+                data = read()
+                if data is not None:
+                    decode_pool.submit(decode, data)
+
+            io_pool.submit(fetched)
+        return out

@@ -1,0 +1,95 @@
+"""The model call: fixed-shape batches through one traced function.
+
+Every batch has the same shape ``(batch_size, H, W, C)`` uint8 — the tail batch is padded —
+so the function is traced once and never again, whatever the size of the job. Casting,
+preprocessing and turning outputs into scores happen inside the traced call, on the
+device, so only uint8 pixels cross to it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import preprocess
+from .models import LoadedModel
+
+
+class Predictor:
+    def __init__(self, model: LoadedModel, batch_size: int):
+        self.model = model
+        self.batch_size = batch_size
+        h, w = model.input_size
+        self.shape = (batch_size, h, w, model.channels)
+        self.traces = 0  # how many times the call was traced (1 in a healthy run)
+        self._fn = self._compile()
+
+    def _compile(self):
+        import keras
+        from keras import ops
+
+        model = self.model
+
+        def call(x):
+            self.traces += 1  # Python side effect: runs only while tracing
+            x = preprocess.apply(ops.cast(x, "float32"), model.preprocess)
+            y = ops.cast(model.forward(x), "float32")
+            return scores(y, model.output)
+
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(
+                call, input_signature=[tf.TensorSpec(self.shape, tf.uint8)], jit_compile=False,
+                reduce_retracing=True,
+            )
+        if backend == "jax":
+            import jax
+
+            return jax.jit(call)
+        return call
+
+    def new_batch(self) -> np.ndarray:
+        return np.zeros(self.shape, np.uint8)
+
+    def predict(self, batch: np.ndarray, count: int | None = None) -> np.ndarray:
+        """Scores (count, classes) float32 for the first ``count`` images of a full-shape batch."""
+        if batch.shape != self.shape:
+            padded = self.new_batch()
+            padded[: len(batch)] = batch
+            count = len(batch) if count is None else count
+            batch = padded
+        out = np.asarray(self._fn(batch))
+        return out[: self.batch_size if count is None else count]
+
+    def warmup(self) -> None:
+        self.predict(self.new_batch(), 0)
+
+
+def scores(y, output: str):
+    from keras import ops
+
+    if output == "logits":
+        return ops.softmax(y, axis=-1)
+    if output.startswith("binary"):
+        p = ops.sigmoid(y) if output == "binary-logits" else y
+        return ops.concatenate([1.0 - p, p], axis=-1)
+    return y
+
+
+def top_k(scores_: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best classes per row, best first."""
+    k = min(k, scores_.shape[1])
+    part = np.argpartition(-scores_, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores_, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+
+
+def ranked(model: LoadedModel, indices: np.ndarray, values: np.ndarray) -> list[Sequence[tuple[str, float]]]:
+    return [
+        [(model.label(int(i)), float(v)) for i, v in zip(row_i, row_v)]
+        for row_i, row_v in zip(indices, values)
+    ]

@@ -1,0 +1,51 @@
+"""Process-wide TensorFlow settings, applied before TensorFlow initialises.
+
+Call ``configure`` before the first model is loaded: thread pools and GPU memory growth
+cannot be changed once TensorFlow has started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def _stderr_silenced(enabled: bool):
+    """Send fd 2 to /dev/null: TensorFlow's C++ start-up lines are printed before any
+    logging setting applies. Python exceptions still surface after the block."""
+    if not enabled:
+        yield
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def configure(threads: int | None = None) -> None:
+    """Start TensorFlow quietly, bound its CPU threads (None: its default) and let GPU
+    memory grow on demand. Set TF_CPP_MIN_LOG_LEVEL yourself to see its start-up logs."""
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    with _stderr_silenced(quiet):
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return
+        import tensorflow as tf
+
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass  # already initialised: nothing to do
