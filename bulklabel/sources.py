@@ -43,8 +43,9 @@ def check_sources(specs: Iterable[str]) -> None:
     for spec in specs:
         if spec.startswith("s3://"):
             continue
+        spec = os.path.expanduser(spec)
         if spec.startswith("@"):
-            if not os.path.isfile(spec[1:]):
+            if not os.path.isfile(os.path.expanduser(spec[1:])):
                 raise SourceError(f"list file not found: {spec[1:]!r} (from {spec!r})")
         elif is_glob(spec):
             if next(glob.iglob(os.path.expanduser(spec), recursive=True), None) is None:
@@ -69,20 +70,43 @@ def _expand(spec: str, s3_lister: S3Lister | None, explicit: bool) -> Iterator[s
             yield from s3_lister(spec)
     elif spec.startswith("@"):
         yield from _from_list(spec[1:], s3_lister)
-    elif os.path.isdir(spec):
+    elif os.path.isdir(spec := os.path.expanduser(spec)):
         yield from walk_images(spec)
     elif is_glob(spec):
+        # A folder matched is walked whole; with ``**`` the glob also matches everything
+        # inside it, which must not be yielded a second time.
+        walked: set[str] = set()
         for match in glob.iglob(os.path.expanduser(spec), recursive=True):
-            if os.path.isdir(match):
-                yield from walk_images(match)
-            elif has_image_extension(match):
-                yield os.path.abspath(match)
+            path = os.path.abspath(match)
+            if _under_any(path, walked):
+                continue
+            if os.path.isdir(path):
+                walked.add(path)
+                yield from walk_images(path)
+            elif has_image_extension(path):
+                yield path
     else:
         yield os.path.abspath(os.path.expanduser(spec))
 
 
+def _under_any(path: str, folders: set[str]) -> bool:
+    parent = os.path.dirname(path)
+    while folders and parent:
+        if parent in folders:
+            return True
+        up = os.path.dirname(parent)
+        if up == parent:
+            return False
+        parent = up
+    return False
+
+
 def _from_list(path: str, s3_lister: S3Lister | None) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
+    try:
+        f = open(os.path.expanduser(path), encoding="utf-8")
+    except OSError as exc:
+        raise SourceError(f"cannot read list file {path!r}: {exc.strerror or exc}") from None
+    with f:
         for line in f:
             entry = line.strip()
             if not entry or entry.startswith("#"):

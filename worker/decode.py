@@ -53,7 +53,10 @@ def decode_image(
     except Image.DecompressionBombError as exc:  # pragma: no cover - guard disabled above
         raise ImageError(f"image too large: {exc}") from None
     except Exception as exc:
-        raise ImageError(f"not a decodable image ({_short(exc)})") from None
+        text = _short(exc)
+        if "truncat" in text.lower():
+            raise ImageError(f"truncated or corrupt image data ({text})") from None
+        raise ImageError(f"not a decodable image ({text})") from None
 
     w, h = im.size
     if w <= 0 or h <= 0:
@@ -64,8 +67,12 @@ def decode_image(
             f"{max_pixels / 1e6:g} MP (raise it with --max-pixels)"
         )
 
-    orientation = _orientation(im)
-    if im.format == "JPEG":
+    # A JPEG's EXIF is read at open, so its orientation can steer the draft. Other formats
+    # may decode the whole image to find EXIF (PNG's getexif() calls load()), which must
+    # happen inside the error handling below: their orientation is read after the load.
+    jpeg = im.format in ("JPEG", "MPO")  # MPO: phone JPEGs with an MPF segment
+    orientation = _orientation(im) if jpeg else None
+    if jpeg:
         target = (height, width) if orientation in _TRANSPOSED_ORIENTATIONS else (width, height)
         im.draft("L" if channels == 1 and im.mode != "CMYK" else None, target)
 
@@ -81,6 +88,8 @@ def decode_image(
     except Exception as exc:
         raise ImageError(f"cannot decode image ({_short(exc)})") from None
 
+    if not jpeg:
+        orientation = _orientation(im)
     if orientation not in (None, 1):
         im = ImageOps.exif_transpose(im)
     im = to_mode(im, "L" if channels == 1 else "RGB")
@@ -102,7 +111,7 @@ def to_mode(im: Image.Image, mode: str) -> Image.Image:
     if im.mode == mode:
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        im = Image.fromarray(_to_uint8(np.asarray(im)), "L")
+        im = Image.fromarray(_to_uint8(np.asarray(im), im.mode.startswith("I;16")), "L")
     elif im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode == "PA":
@@ -114,14 +123,18 @@ def to_mode(im: Image.Image, mode: str) -> Image.Image:
     return im.convert(mode)
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """High-bit-depth grayscale to 8 bits: 16-bit ranges shift, floats in [0, 1] scale."""
+def _to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
+    """High-bit-depth grayscale to 8 bits: 16-bit ranges shift, floats in [0, 1] scale.
+
+    ``sixteen_bit`` (an ``I;16*`` mode) always shifts, however dark the picture; plain
+    32-bit ``I`` data only shifts when its values go past 255.
+    """
     if arr.dtype.kind == "f":
         hi = float(np.nanmax(arr)) if arr.size else 0.0
         arr = np.nan_to_num(arr) * (255.0 if hi <= 1.0 else 1.0)
         return np.clip(arr, 0, 255).astype(np.uint8)
     arr = arr.astype(np.int64)
-    if arr.size and arr.max() > 255:
+    if arr.size and (sixteen_bit or arr.max() > 255):
         arr = np.clip(arr, 0, 65535) >> 8
     return np.clip(arr, 0, 255).astype(np.uint8)
 

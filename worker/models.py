@@ -55,7 +55,7 @@ class LoadedModel:
     # How outputs become scores: 'probabilities' (as is), 'logits' (softmax), 'sigmoid'
     # (independent scores), or 'binary-sigmoid' / 'binary-logits' (one unit → 2 classes).
     output: str = "probabilities"
-    keras_model: Any = None
+    handle: Any = None   # the object that owns the weights (Keras model or loaded SavedModel)
     warnings: list[str] = field(default_factory=list)
 
     def label(self, index: int) -> str:
@@ -150,7 +150,7 @@ def _load_saved_model(path: str, options: ModelOptions) -> LoadedModel:
     def forward(x):
         return signature(**{in_name: tf.cast(x, in_dtype)})[out_name]
 
-    return _describe(path, None, forward, (h, w), c, out_spec.shape[-1], "probabilities", options)
+    return _describe(path, obj, forward, (h, w), c, out_spec.shape[-1], "probabilities", options)
 
 
 def _graph_ops(signature) -> set[str]:
@@ -216,7 +216,7 @@ def _describe(source, model, forward, size, channels, num_classes, output, optio
         name=name, model_id=f"{name}@{digest[:HASH_LENGTH]}", forward=forward,
         input_size=image_size, channels=int(channels), num_classes=int(num_classes),
         class_names=list(names) if names is not None else None, preprocess=mode,
-        output=output, keras_model=model, warnings=notes,
+        output=output, handle=model, warnings=notes,
     )
 
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Iterator
 
-from ..errors import ImageError
+from ..errors import ConfigError, ImageError
 from . import safe_key
 
 
@@ -36,7 +36,9 @@ class LocalStorage:
         # Belt and braces: the resolved path must stay under the resolved root.
         real_root = os.path.realpath(self.root)
         if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
-            raise ValueError(f"key {key!r} resolves outside {self.root!r}")
+            raise ConfigError(
+                f"refusing a storage key that resolves outside {self.root!r}. Received: {key!r}"
+            )
         return path
 
     def read(self, key: str) -> bytes:
@@ -62,19 +64,31 @@ class LocalStorage:
             raise
 
     def exists(self, key: str) -> bool:
-        return os.path.exists(self._path(key))
+        return os.path.isfile(self._path(key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        base = self._path(prefix) if prefix else self.root
-        if not os.path.isdir(base):
+        """Keys that start with ``prefix`` (a plain string prefix, like S3), in sorted order."""
+        folder, _, start = prefix.rpartition("/")
+        base = self._path(folder) if folder else self.root
+        yield from self._list_folder(base, folder + "/" if folder else "", start)
+
+    def _list_folder(self, folder: str, rel: str, start: str = "") -> Iterator[str]:
+        try:
+            with os.scandir(folder) as it:
+                # A folder sorts as "name/", so a depth-first walk yields keys in string order.
+                entries = sorted(
+                    (e.name + "/" if e.is_dir() else e.name, e)
+                    for e in it
+                    if e.name.startswith(start)
+                )
+        except (FileNotFoundError, NotADirectoryError):
             return
-        for folder, dirs, files in os.walk(base):
-            dirs.sort()
-            for name in sorted(files):
-                if name.startswith(".tmp-"):
-                    continue
-                rel = os.path.relpath(os.path.join(folder, name), self.root)
-                yield rel.replace(os.sep, "/")
+        for name, entry in entries:
+            if name.endswith("/"):
+                if not entry.is_symlink():  # like os.walk: symlinked folders are not followed
+                    yield from self._list_folder(entry.path, rel + name)
+            elif not name.startswith(".tmp-"):  # a write in progress
+                yield rel + name
 
     def url(self, key: str) -> str:
         return self._path(key)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create the virtual environment (.venv, or $BULKLABEL_VENV) and install bulklabel into it.
+#   bash scripts/setup.sh [EXTRAS]     e.g. "test" or "parquet,sample"
+# Re-running is cheap: pip runs again only when pyproject.toml changed.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${BULKLABEL_VENV:-$root/.venv}
+extras=${1:-}
+python=${PYTHON:-python3}
+
+if ! "$python" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else 1)'; then
+  echo "bulklabel needs Python 3.10-3.13 (TensorFlow's range); found: $("$python" --version 2>&1)." >&2
+  echo "Set PYTHON=/path/to/python3.X and run again." >&2
+  exit 2
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating virtual environment in $venv" >&2
+  "$python" -m venv "$venv"
+fi
+stamp="$venv/.bulklabel-installed-${extras:-base}"
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+  echo "installing bulklabel${extras:+[$extras]} and its dependencies (TensorFlow is large: the first time takes a few minutes)" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${extras:+[$extras]}"
+  touch "$stamp"
+fi

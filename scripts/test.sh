@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (with the test extras), then run the whole test suite. Extra args go to pytest.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh test
+venv=${BULKLABEL_VENV:-$root/.venv}
+exec "$venv/bin/python" -m pytest "$@"

@@ -1,0 +1,123 @@
+"""Shared fixtures: generated images with known answers and a real Keras model trained on them."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+# Three colour classes: learnable by a tiny CNN, with enough texture to be real images.
+COLORS = {"blue": (40, 70, 220), "green": (40, 190, 60), "red": (215, 40, 40)}
+CLASSES = sorted(COLORS)
+IMAGE_SIZE = (32, 32)
+
+
+def color_photo(name: str, rng: np.random.Generator, size: tuple[int, int] = (48, 64)) -> Image.Image:
+    """An image dominated by class colour ``name``, with gradient, noise and a distractor box."""
+    h, w = size
+    base = np.array(COLORS[name], np.float32)
+    ramp = np.linspace(-30, 30, w, dtype=np.float32)[None, :, None] * rng.uniform(-1, 1)
+    arr = base + ramp + rng.normal(0, 12, (h, w, 3))
+    other = np.array(COLORS[CLASSES[(CLASSES.index(name) + 1) % 3]], np.float32)
+    y0, x0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+    arr[y0:y0 + h // 5, x0:x0 + w // 5] = other
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def encoded(im: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@dataclass
+class TrainedModel:
+    keras_path: str
+    h5_path: str
+    savedmodel_path: str
+    bare_path: str          # the same weights saved without any metadata
+    classes: list[str]
+
+
+def train_color_model(folder: Path, seed: int = 0) -> TrainedModel:
+    import keras
+
+    from worker.decode import decode_image
+    from worker.metadata import write_metadata
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for label, name in enumerate(CLASSES):
+        for _ in range(60):
+            size = (int(rng.integers(24, 90)), int(rng.integers(24, 90)))
+            xs.append(decode_image(encoded(color_photo(name, rng, size)), IMAGE_SIZE))
+            ys.append(label)
+    x = np.stack(xs).astype("float32") / 255.0
+    y = np.array(ys)
+    model = keras.Sequential([
+        keras.Input((*IMAGE_SIZE, 3)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(len(CLASSES), activation="softmax"),
+    ], name="colors")
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=30, batch_size=30, verbose=0, shuffle=True)
+    meta = {"name": "colors", "class_names": CLASSES, "preprocess": "rescale",
+            "image_size": list(IMAGE_SIZE)}
+    paths = TrainedModel(str(folder / "colors.keras"), str(folder / "colors.h5"),
+                         str(folder / "colors_savedmodel"), str(folder / "bare.keras"), CLASSES)
+    model.save(paths.bare_path)
+    model.save(paths.keras_path)
+    write_metadata(paths.keras_path, meta)
+    model.save(paths.h5_path)
+    write_metadata(paths.h5_path, meta)
+    model.export(paths.savedmodel_path, verbose=False)
+    write_metadata(paths.savedmodel_path, meta)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def color_model(tmp_path_factory) -> TrainedModel:
+    return train_color_model(tmp_path_factory.mktemp("color_model"))
+
+
+@pytest.fixture
+def color_folder(tmp_path) -> tuple[Path, dict[str, str]]:
+    """A folder of colour images in every supported format; returns (folder, path → class)."""
+    rng = np.random.default_rng(123)
+    folder = tmp_path / "photos"
+    (folder / "sub dir").mkdir(parents=True)
+    truth = {}
+    formats = [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"),
+               ("GIF", "gif"), ("TIFF", "tiff"), ("JPEG", "JPEG")]
+    for i in range(14):
+        name = CLASSES[i % 3]
+        fmt, ext = formats[i % len(formats)]
+        where = folder / "sub dir" if i % 2 else folder
+        path = where / f"ïmage {i}.{ext}"
+        path.write_bytes(encoded(color_photo(name, rng, (60, 80)), fmt))
+        truth[str(path)] = name
+    return folder, truth
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``bulklabel`` as a user would, in a fresh process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BULKLABEL_")}
+    full_env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bulklabel", *args], cwd=cwd, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,0 +1,150 @@
+"""``bulklabel classify`` end to end, as a user runs it: a fresh process each time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bulklabel.sinks import read_records
+from conftest import CLASSES, ROOT, run_cli
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
+def test_classify_writes_one_correct_record_per_image(color_model, color_folder, tmp_path, ext):
+    folder, truth = color_folder
+    (folder / "README.txt").write_text("not an image, ignored in folders")
+    out = tmp_path / f"labels.{ext}"
+    result = run_cli("classify", str(folder), "--model", color_model.keras_path, "--out", str(out),
+                     "--batch-size", "4", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    records = read_records(out)
+    assert {r["source"]: r["label"] for r in records} == truth
+    assert all(len(r["top_k"]) == 2 and r["error"] is None for r in records)
+    assert all(r["model"].startswith("colors@") for r in records)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert f"classified {len(truth)} images (0 errors)" in summary and "images/s" in summary
+    assert "Traceback" not in result.stderr and "cuInit" not in result.stderr
+
+
+def test_sources_can_mix_files_globs_and_lists(color_model, color_folder, tmp_path):
+    folder, truth = color_folder
+    jpgs = sorted(p for p in truth if p.endswith(".jpg"))
+    pngs = sorted(p for p in truth if p.endswith(".png"))
+    listing = tmp_path / "todo.txt"
+    listing.write_text("# to label\n" + "\n".join(pngs) + "\n\n" + str(tmp_path / "gone.jpg") + "\n")
+    out = tmp_path / "mixed.jsonl"
+    result = run_cli("classify", jpgs[0], str(folder / "**" / "*.webp"), f"@{listing}",
+                     "--model", color_model.keras_path, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    records = read_records(out)
+    webps = sorted(p for p in truth if p.endswith(".webp"))
+    got = [r["source"] for r in records]
+    n = len(webps)
+    assert got[0] == jpgs[0] and sorted(got[1:1 + n]) == webps  # a glob's order is the filesystem's
+    assert got[1 + n:] == [*pngs, str(tmp_path / "gone.jpg")]  # a list's order is kept
+    assert records[-1]["error"] == "file not found"
+    assert all(r["label"] == truth[r["source"]] for r in records[:-1])
+
+
+def test_bad_images_give_error_records_and_exit_zero(color_model, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (tmp_path / "empty.png").write_bytes(b"")
+    out = tmp_path / "p.jsonl"
+    result = run_cli("classify", str(tmp_path), "--model", color_model.keras_path, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and all(r["error"] and r["label"] is None for r in records)
+    assert "(2 errors)" in result.stdout
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["classify", "/no/such/folder", "--model", "{model}"], 2, "source not found"),
+    (["classify", "{folder}", "--model", "/no/model.keras"], 3, "model not found"),
+    (["classify", "{folder}", "--model", "keras:Xceptoin"], 3, "Did you mean keras:Xception"),
+    (["classify", "{folder}", "--model", "{model}", "--out", "x.txt"], 2, ".jsonl, .csv, .parquet"),
+    (["classify", "{folder}", "--model", "{model}", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
+    (["classify", "{folder}", "--model", "{model}", "--preprocess", "bogus"], 2, "invalid choice"),
+    (["classify", "{folder}"], 2, "--model"),
+])
+def test_bad_configuration_fails_fast_with_a_clear_message(color_model, color_folder, args, code, message):
+    folder, _ = color_folder
+    argv = [a.format(model=color_model.keras_path, folder=folder) for a in args]
+    result = run_cli(*argv)
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unsafe_model_needs_the_flag(tmp_path, color_folder):
+    import keras
+
+    folder, _ = color_folder
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Lambda(lambda x: x / 255.0),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    path = str(tmp_path / "lambda.keras")
+    model.save(path)
+    refused = run_cli("classify", str(folder), "--model", path, "--out", str(tmp_path / "a.jsonl"))
+    assert refused.returncode == 3 and "--unsafe-model" in refused.stderr
+    allowed = run_cli("classify", str(folder), "--model", path, "--unsafe-model",
+                      "--out", str(tmp_path / "b.jsonl"))
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_environment_variables_stand_in_for_flags(color_model, color_folder, tmp_path):
+    folder, truth = color_folder
+    out = tmp_path / "env.csv"
+    result = run_cli("classify", str(folder), env={"BULKLABEL_MODEL": color_model.keras_path,
+                                                   "BULKLABEL_OUT": str(out), "BULKLABEL_TOP_K": "1"})
+    assert result.returncode == 0, result.stderr
+    records = read_records(out)
+    assert len(records) == len(truth) and all(len(r["top_k"]) == 1 for r in records)
+
+
+def test_help_teaches_and_does_not_load_tensorflow():
+    result = run_cli("classify", "--help")
+    assert result.returncode == 0
+    for needle in ("examples:", "keras:<Name>", "@list.txt", "--unsafe-model", "--top-k", ".parquet"):
+        assert needle in result.stdout
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, bulklabel.cli as c; c.build_parser(); "
+                               "print('tensorflow' in sys.modules, 'keras' in sys.modules)"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert probe.stdout.strip() == "False False"
+
+
+def test_profile_prints_stage_times(color_model, color_folder, tmp_path):
+    folder, _ = color_folder
+    result = run_cli("classify", str(folder), "--model", color_model.keras_path, "--profile",
+                     "--out", str(tmp_path / "p.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "stage times: read" in result.stdout and "traces: 1" in result.stdout
+
+
+def test_progress_bar_when_asked(color_model, color_folder, tmp_path):
+    folder, truth = color_folder
+    result = run_cli("classify", str(folder), "--model", color_model.keras_path, "--progress",
+                     "--out", str(tmp_path / "p.jsonl"))
+    assert result.returncode == 0
+    assert f"{len(truth)}/{len(truth)} images" in result.stderr and "ETA" in result.stderr
+
+
+def test_the_readme_sample_job(tmp_path):
+    """The bundled demo: the shipped model labels the shipped photos (it never saw them)."""
+    import csv
+
+    out = tmp_path / "sample.jsonl"
+    result = run_cli("classify", str(ROOT / "sample" / "images"), "--model",
+                     str(ROOT / "sample" / "model.keras"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    with open(ROOT / "sample" / "truth.csv", encoding="utf-8") as f:
+        truth = {row["file"]: row["label"] for row in csv.DictReader(f)}
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in read_records(out)}
+    assert set(records) == set(truth) | {"damaged_upload.jpg"}
+    assert "truncated" in records["damaged_upload.jpg"]["error"]
+    correct = sum(records[name]["label"] == label for name, label in truth.items())
+    assert correct >= len(truth) - 2, f"{correct}/{len(truth)}"
+    assert set(CLASSES).isdisjoint({r["label"] for r in records.values()})  # its own class names

@@ -1,0 +1,145 @@
+"""The streaming engine: correct labels, one record per image in order, one trace, flat memory."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from bulklabel.storage import open_reader
+from conftest import CLASSES, color_photo, encoded
+from worker.engine import Engine, EngineOptions
+from worker.models import load_model
+
+
+@pytest.fixture(scope="module")
+def model(color_model):
+    return load_model(color_model.keras_path)
+
+
+def _run(engine, sources):
+    out = []
+    stats = engine.run(sources, out.extend)
+    return out, stats
+
+
+def test_labels_every_format_correctly_in_input_order(model, color_folder):
+    folder, truth = color_folder
+    engine = Engine(model, open_reader(), EngineOptions(batch_size=4, top_k=2))
+    sources = sorted(truth)
+    records, stats = _run(engine, sources)
+    assert [r["source"] for r in records] == sources
+    assert {r["source"]: r["label"] for r in records} == truth
+    assert stats.images == len(truth) and stats.errors == 0
+    for r in records:
+        assert r["error"] is None and r["model"] == model.model_id
+        assert len(r["top_k"]) == 2 and r["top_k"][0] == {"label": r["label"], "score": r["score"]}
+        assert r["top_k"][0]["score"] >= r["top_k"][1]["score"]
+        assert 0.5 < r["score"] <= 1.0
+
+
+def test_bad_files_get_error_records_and_the_job_goes_on(model, tmp_path):
+    rng = np.random.default_rng(3)
+    good = [tmp_path / f"g{i}.jpg" for i in range(5)]
+    for i, p in enumerate(good):
+        p.write_bytes(encoded(color_photo(CLASSES[i % 3], rng)))
+    data = encoded(color_photo("red", rng))
+    bad = {
+        tmp_path / "empty.jpg": b"",
+        tmp_path / "text.png": b"hello, not an image",
+        tmp_path / "cut.jpg": data[: len(data) // 2],
+    }
+    for p, content in bad.items():
+        p.write_bytes(content)
+    missing = tmp_path / "missing.jpg"
+    sources = [str(good[0]), str(tmp_path / "empty.jpg"), str(good[1]), str(missing),
+               str(tmp_path / "text.png"), str(good[2]), str(tmp_path / "cut.jpg"), str(good[3]),
+               str(good[4])]
+    records, stats = _run(Engine(model, open_reader(), EngineOptions(batch_size=2)), sources)
+    assert [r["source"] for r in records] == sources
+    reasons = {r["source"]: r["error"] for r in records if r["error"]}
+    assert "empty" in reasons[str(tmp_path / "empty.jpg")]
+    assert "not a decodable image" in reasons[str(tmp_path / "text.png")]
+    assert "truncated" in reasons[str(tmp_path / "cut.jpg")]
+    assert reasons[str(missing)] == "file not found"
+    assert stats.errors == 4 and stats.images == 9
+    for r in records:
+        if r["error"]:
+            assert r["label"] is None and r["score"] is None and r["top_k"] == []
+        else:
+            assert r["label"] in CLASSES
+
+
+def test_only_errors_are_emitted_without_waiting_for_a_batch(model, tmp_path):
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"bad{i}.jpg"
+        p.write_bytes(b"junk")
+        paths.append(str(p))
+    batches = []
+    Engine(model, open_reader(), EngineOptions(batch_size=64)).run(paths, batches.append)
+    assert sum(len(b) for b in batches) == 5 and all(r["error"] for b in batches for r in b)
+
+
+def test_one_trace_for_many_batches_with_a_ragged_tail(model, tmp_path):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "one.png"
+    path.write_bytes(encoded(color_photo("green", rng), "PNG"))
+    engine = Engine(model, open_reader(), EngineOptions(batch_size=8))
+    engine.warmup()
+    for n in (8, 21, 3, 17):  # full batches, ragged tails, a tiny job
+        records, _ = _run(engine, [str(path)] * n)
+        assert len(records) == n and {r["label"] for r in records} == {"green"}
+    assert engine.predictor.traces == 1
+
+
+def test_model_is_never_called_per_image(model, tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "one.jpg"
+    path.write_bytes(encoded(color_photo("blue", rng)))
+    engine = Engine(model, open_reader(), EngineOptions(batch_size=16))
+    calls = []
+    original = engine.predictor.predict
+    monkeypatch.setattr(engine.predictor, "predict", lambda b, n=None: calls.append(n) or original(b, n))
+    _run(engine, [str(path)] * 40)
+    assert calls == [16, 16, 8]
+
+
+def test_stage_times_are_measured(model, color_folder):
+    folder, truth = color_folder
+    _, stats = _run(Engine(model, open_reader(), EngineOptions(batch_size=4)), sorted(truth))
+    assert stats.stages["decode"] > 0 and stats.stages["predict"] > 0 and stats.stages["read"] > 0
+    assert "decode" in stats.profile() and stats.rate > 0
+
+
+def _peak_bytes(engine, source: str, n: int) -> int:
+    gc.collect()
+    tracemalloc.start()
+    count = 0
+
+    def sink(records):
+        nonlocal count
+        count += len(records)
+
+    engine.run(itertools.repeat(source, n), sink)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == n
+    return peak
+
+
+def test_memory_stays_flat_whatever_the_job_size(model, tmp_path):
+    """A 4x longer job must not use more memory: the listing is consumed lazily, records
+    are handed off per batch and at most a bounded number of images are in flight."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "big.jpg"
+    path.write_bytes(encoded(color_photo("red", rng, (600, 800))))
+    engine = Engine(model, open_reader(), EngineOptions(batch_size=16))
+    engine.warmup()
+    _peak_bytes(engine, str(path), 64)  # settle caches
+    small = _peak_bytes(engine, str(path), 300)
+    large = _peak_bytes(engine, str(path), 1200)
+    assert large < small * 1.3 + 1_000_000, (small, large)

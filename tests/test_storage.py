@@ -1,0 +1,352 @@
+"""Storage: one contract for LocalStorage and MemoryStorage, plus the local specifics."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bulklabel.errors import BulkLabelError, ConfigError, ImageError
+from bulklabel.storage import local as local_mod
+from bulklabel.storage import open_reader, open_storage, safe_key
+from bulklabel.storage.local import LocalReader, LocalStorage
+from bulklabel.storage.memory import MemoryStorage
+
+BAD_KEYS = [
+    "../x", "a/../../b", "/etc/passwd", "a//b", "", ".", "..", "a/./b", "a/", "..\\x", "a\x00b",
+]
+
+
+@pytest.fixture(params=["local", "memory"])
+def storage(request, tmp_path: Path):
+    if request.param == "local":
+        return LocalStorage(tmp_path / "store")
+    return MemoryStorage()
+
+
+# --- the shared contract ------------------------------------------------------------
+
+
+def test_write_read_exists(storage) -> None:
+    assert not storage.exists("results/part-0000.jsonl")
+    storage.write("results/part-0000.jsonl", b'{"a":1}\n')
+    assert storage.exists("results/part-0000.jsonl")
+    data = storage.read("results/part-0000.jsonl")
+    assert type(data) is bytes and data == b'{"a":1}\n'
+
+
+def test_bytes_like_and_empty(storage) -> None:
+    storage.write("ba", bytearray(b"\x00\x01\xff"))
+    storage.write("mv", memoryview(b"view"))
+    storage.write("empty", b"")
+    assert storage.read("ba") == b"\x00\x01\xff"
+    assert storage.read("mv") == b"view"
+    assert storage.read("empty") == b"" and storage.exists("empty")
+
+
+def test_read_missing_raises_file_not_found(storage) -> None:
+    with pytest.raises(FileNotFoundError):
+        storage.read("nope")
+    with pytest.raises(FileNotFoundError):
+        storage.read("no/such/key")
+
+
+def test_overwrite_replaces(storage) -> None:
+    storage.write("k", b"a much longer first version")
+    storage.write("k", b"short")
+    assert storage.read("k") == b"short"
+    assert list(storage.list()) == ["k"]
+
+
+def test_folder_like_key_is_not_an_object(storage) -> None:
+    storage.write("a/x", b"1")
+    assert not storage.exists("a")
+    assert storage.exists("a/x")
+
+
+KEYS = [
+    "shards/part-0001.jsonl", "b", "a/x", "ab/y", "a-b", "a/c/d",
+    "shards/part-0000.jsonl", "Z", "a.b",
+]
+
+
+def test_list_is_sorted(storage) -> None:
+    assert list(storage.list()) == []
+    for k in KEYS:
+        storage.write(k, k.encode())
+    listed = list(storage.list())
+    assert listed == sorted(KEYS)
+    assert list(storage.list("")) == listed
+
+
+PREFIXES = [
+    "a", "a/", "a/c", "ab", "shards/", "shards/part-", "shards/part-0001", "b", "zz", "q/r/",
+]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_list_prefix(storage, prefix: str) -> None:
+    for k in KEYS:
+        storage.write(k, b"")
+    assert list(storage.list(prefix)) == sorted(k for k in KEYS if k.startswith(prefix))
+
+
+def test_list_is_lazy_iterator(storage) -> None:
+    storage.write("k", b"")
+    it = storage.list()
+    assert iter(it) is it
+    assert next(it) == "k"
+
+
+def test_non_ascii_keys(storage) -> None:
+    key = "résultats/été 2024/照片.jsonl"
+    storage.write(key, "données".encode())
+    assert storage.read(key).decode() == "données"
+    assert list(storage.list("résultats/")) == [key]
+
+
+def test_url(storage) -> None:
+    storage.write("a/b.jsonl", b"")
+    u1, u2 = storage.url("a/b.jsonl"), storage.url("a/c.jsonl")
+    assert u1 != u2
+    assert u1.endswith("a/b.jsonl")
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_unsafe_keys_refused(storage, key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        storage.write(key, b"x")
+    assert repr(key) in str(exc.value)
+    with pytest.raises(ConfigError):
+        storage.read(key)
+    with pytest.raises(ConfigError):
+        storage.exists(key)
+    with pytest.raises(ConfigError):
+        storage.url(key)
+    assert list(storage.list()) == []
+
+
+def test_unsafe_write_leaves_nothing_outside(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "root")
+    for key in ("../escaped", "a/../../escaped2"):
+        with pytest.raises(ConfigError):
+            store.write(key, b"x")
+    assert sorted(os.listdir(tmp_path)) == []  # not even the root was created
+
+
+@pytest.mark.parametrize(
+    "key,expected",
+    [("a", "a"), ("a/b.c", "a/b.c"), ("a\\b", "a/b"), ("..a/b..", "..a/b.."), (".tmp", ".tmp")],
+)
+def test_safe_key_accepts(key: str, expected: str) -> None:
+    assert safe_key(key) == expected
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_safe_key_refuses(key: str) -> None:
+    with pytest.raises(ConfigError, match="refusing a storage key"):
+        safe_key(key)
+
+
+# --- LocalStorage specifics -----------------------------------------------------------
+
+
+def test_local_layout_and_url(tmp_path: Path) -> None:
+    root = tmp_path / "lazy"
+    store = LocalStorage(root)
+    assert not root.exists()  # created on first write
+    store.write("a/b/c.bin", b"abc")
+    assert (root / "a" / "b" / "c.bin").read_bytes() == b"abc"
+    assert store.url("a/b/c.bin") == str(root / "a" / "b" / "c.bin")
+    assert store.root == str(root) and os.path.isabs(store.root)
+
+
+def test_local_relative_root_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = LocalStorage("out")
+    monkeypatch.chdir("/")
+    store.write("k", b"v")
+    assert (tmp_path / "out" / "k").read_bytes() == b"v"
+
+
+def test_local_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    store = LocalStorage(tmp_path)
+    final = tmp_path / "dir" / "obj.bin"
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        src, dst = os.fspath(src), os.fspath(dst)
+        seen.append(
+            {
+                "dst": dst,
+                "tmp_name": os.path.basename(src),
+                "same_folder": os.path.dirname(src) == os.path.dirname(dst),
+                "tmp_data": Path(src).read_bytes(),
+                "final_before": Path(dst).read_bytes() if os.path.exists(dst) else None,
+                "listed": list(store.list()),
+            }
+        )
+        real_replace(src, dst)
+
+    monkeypatch.setattr(local_mod.os, "replace", spy)
+    store.write("dir/obj.bin", b"x" * 100_000)
+    store.write("dir/obj.bin", b"second")
+    assert len(seen) == 2
+    first, second = seen
+    assert first["dst"] == str(final) and first["same_folder"]
+    assert first["tmp_name"].startswith(".tmp-")
+    assert first["tmp_data"] == b"x" * 100_000  # complete before it takes the name
+    assert first["final_before"] is None  # nothing under the key name until then
+    assert first["listed"] == []  # the temp file is not listed
+    assert second["final_before"] == b"x" * 100_000  # the old version stays whole
+    assert second["listed"] == ["dir/obj.bin"]
+    assert final.read_bytes() == b"second"
+    assert os.listdir(final.parent) == ["obj.bin"]  # no temp file left behind
+
+
+def test_local_failed_write_leaves_no_trace(tmp_path: Path, monkeypatch) -> None:
+    store = LocalStorage(tmp_path)
+    store.write("k", b"old")
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local_mod.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space"):
+        store.write("k", b"new")
+    with pytest.raises(OSError):
+        store.write("fresh", b"new")
+    assert store.read("k") == b"old"
+    assert not store.exists("fresh")
+    assert sorted(os.listdir(tmp_path)) == ["k"]
+
+
+def test_local_temp_files_not_listed(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    store.write("a/real", b"")
+    (tmp_path / ".tmp-abc.part").write_bytes(b"half")
+    (tmp_path / "a" / ".tmp-def.part").write_bytes(b"half")
+    assert list(store.list()) == ["a/real"]
+    assert list(store.list("a/")) == ["a/real"]
+
+
+def test_local_refuses_symlink_escape(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    os.symlink(outside, root / "link")
+    os.symlink(outside / "secret", root / "secret-link")
+    store = LocalStorage(root)
+    with pytest.raises(ConfigError):
+        store.write("link/planted", b"x")
+    assert not (outside / "planted").exists()
+    for key in ("link/secret", "secret-link"):
+        with pytest.raises(ConfigError):
+            store.read(key)
+        with pytest.raises(ConfigError):
+            store.exists(key)
+    with pytest.raises(ConfigError):
+        list(store.list("link/"))
+
+
+def test_local_symlink_inside_root_is_fine(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    os.symlink(root / "real", root / "alias")
+    store = LocalStorage(root)
+    store.write("alias/k", b"v")
+    assert (root / "real" / "k").read_bytes() == b"v"
+    assert store.read("alias/k") == b"v"
+
+
+def test_symlink_escape_error_is_a_bulklabel_error(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(tmp_path, root / "up")
+    with pytest.raises(BulkLabelError, match="up/x"):
+        LocalStorage(root).read("up/x")
+
+
+# --- LocalReader ----------------------------------------------------------------------
+
+
+def read_error(location) -> ImageError:
+    with pytest.raises(ImageError) as exc:
+        LocalReader().read(str(location))
+    assert exc.value.reason == str(exc.value)
+    assert not isinstance(exc.value, BulkLabelError)  # an image error never ends a job
+    return exc.value
+
+
+def test_reader_reads_bytes(tmp_path: Path) -> None:
+    p = tmp_path / "img.jpg"
+    p.write_bytes(b"\xff\xd8data")
+    assert LocalReader().read(str(p)) == b"\xff\xd8data"
+
+
+def test_reader_missing_file(tmp_path: Path) -> None:
+    assert read_error(tmp_path / "missing.jpg").reason == "file not found"
+
+
+def test_reader_missing_folder(tmp_path: Path) -> None:
+    assert read_error(tmp_path / "no" / "such" / "folder" / "x.jpg").reason == "file not found"
+
+
+def test_reader_folder(tmp_path: Path) -> None:
+    assert read_error(tmp_path).reason == "is a folder, not an image file"
+
+
+def test_reader_permission_denied(tmp_path: Path, monkeypatch) -> None:
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", args[0])
+
+    monkeypatch.setattr(builtins, "open", deny)
+    err = read_error(tmp_path / "x.jpg")
+    monkeypatch.undo()
+    assert err.reason == "permission denied"
+
+
+def test_reader_other_os_error_is_readable(tmp_path: Path) -> None:
+    f = tmp_path / "file.jpg"
+    f.write_bytes(b"x")
+    err = read_error(f / "child.jpg")  # a file used as a folder
+    assert err.reason.startswith("cannot read file: ")
+    assert "directory" in err.reason.lower()
+
+
+# --- open_storage / open_reader -------------------------------------------------------
+
+
+def test_open_storage_memory_is_shared_by_name() -> None:
+    name = f"memory://test-{uuid.uuid4().hex}"
+    a = open_storage(name)
+    b = open_storage(name)
+    assert isinstance(a, MemoryStorage) and a is b
+    a.write("k", b"v")
+    assert b.read("k") == b"v"
+    other = open_storage(name + "-other")
+    assert other is not a and not other.exists("k")
+    assert a.url("x/y") == name + "/x/y"
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket/x", "http://host/x"])
+def test_open_storage_remote_refused_for_now(url: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        open_storage(url)
+    assert url in str(exc.value)
+
+
+def test_open_storage_local(tmp_path: Path) -> None:
+    store = open_storage(str(tmp_path / "out"))
+    assert isinstance(store, LocalStorage)
+    assert store.root == str(tmp_path / "out")
+
+
+def test_open_reader() -> None:
+    assert isinstance(open_reader(), LocalReader)

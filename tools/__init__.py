@@ -1,0 +1,1 @@
+"""Developer tools: sample and benchmark data generation (not installed with the package)."""
