@@ -20,7 +20,12 @@ fi
 stamp="$venv/.bulklabel-installed-${extras:-base}"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   echo "installing bulklabel${extras:+[$extras]} and its dependencies (TensorFlow is large: the first time takes a few minutes)" >&2
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${extras:+[$extras]}"
+  log="$venv/pip-install.log"
+  if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+         "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root${extras:+[$extras]}"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "installation failed; the whole log is in $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
