@@ -57,6 +57,9 @@ class ProgressBar:
         self._last_draw = 0.0
         self._drawn = False
 
+    def set_total(self, total: int | None) -> None:
+        self._total = total
+
     @property
     def total(self) -> int | None:
         t = self._total

@@ -1,4 +1,4 @@
-"""Storage: one contract for LocalStorage and MemoryStorage, plus the local specifics."""
+"""Storage: one contract for LocalStorage, MemoryStorage and S3Storage, plus the local specifics."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ BAD_KEYS = [
 ]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def storage(request, tmp_path: Path):
     if request.param == "local":
         return LocalStorage(tmp_path / "store")
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        bucket = s3.new_bucket()
+        return open_storage(f"s3://{bucket}/some/prefix")
     return MemoryStorage()
 
 
@@ -335,8 +339,8 @@ def test_open_storage_memory_is_shared_by_name() -> None:
     assert a.url("x/y") == name + "/x/y"
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket/x", "http://host/x"])
-def test_open_storage_remote_refused_for_now(url: str) -> None:
+@pytest.mark.parametrize("url", ["gs://bucket/x", "http://host/x"])
+def test_open_storage_unknown_schemes_refused(url: str) -> None:
     with pytest.raises(ConfigError) as exc:
         open_storage(url)
     assert url in str(exc.value)
@@ -348,5 +352,48 @@ def test_open_storage_local(tmp_path: Path) -> None:
     assert store.root == str(tmp_path / "out")
 
 
-def test_open_reader() -> None:
-    assert isinstance(open_reader(), LocalReader)
+def test_open_reader_dispatches_by_scheme(tmp_path: Path, s3_server) -> None:
+    reader = open_reader()
+    local = tmp_path / "a.jpg"
+    local.write_bytes(b"local bytes")
+    bucket = s3_server.new_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key="dir/b.jpg", Body=b"remote bytes")
+    assert reader.read(str(local)) == b"local bytes"
+    assert reader.read(f"s3://{bucket}/dir/b.jpg") == b"remote bytes"
+    assert reader.io_threads_for(str(local)) == 0 and reader.io_threads_for(f"s3://{bucket}/x") >= 32
+    with pytest.raises(ImageError, match="object not found"):
+        reader.read(f"s3://{bucket}/dir/missing.jpg")
+    with pytest.raises(ImageError, match="not found"):
+        reader.read(f"s3://no-such-bucket-here/x.jpg")
+    with pytest.raises(ImageError, match="file not found"):
+        reader.read(str(tmp_path / "missing.jpg"))
+
+
+def test_s3_listing_is_lazy_and_filters_images(s3_server) -> None:
+    from bulklabel.sources import iter_sources
+    from bulklabel.storage import s3_lister
+
+    bucket = s3_server.new_bucket()
+    client = s3_server.client()
+    names = [f"photos/{i:04d}.JPG" for i in range(1100)] + ["photos/notes.txt", "other/x.jpg"]
+    for name in names:
+        client.put_object(Bucket=bucket, Key=name, Body=b"x")
+    found = iter_sources([f"s3://{bucket}/photos/"], s3_lister=s3_lister())
+    first = next(found)  # the first page arrives before the listing is complete
+    rest = list(found)
+    assert first == f"s3://{bucket}/photos/0000.JPG"
+    assert len(rest) == 1099 and all(u.endswith(".JPG") for u in rest)
+    # An explicit object with an image extension is taken as is.
+    assert list(iter_sources([f"s3://{bucket}/other/x.jpg"], s3_lister=s3_lister())) == [
+        f"s3://{bucket}/other/x.jpg"]
+
+
+def test_s3_storage_keys_never_leave_the_prefix(s3_server) -> None:
+    bucket = s3_server.new_bucket()
+    store = open_storage(f"s3://{bucket}/out")
+    for bad in ("../escape.jsonl", "a/../../b", "/abs"):
+        with pytest.raises(ConfigError):
+            store.write(bad, b"x")
+    store.write("job/part-000000.jsonl", b"{}")
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["out/job/part-000000.jsonl"]

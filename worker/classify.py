@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from bulklabel.progress import BackgroundCounter, ProgressBar
 from bulklabel.sinks import open_sink, output_format
 from bulklabel.sources import check_sources, iter_sources
-from bulklabel.storage import open_reader
+from bulklabel.storage import open_reader, s3_lister
 
 from .engine import Engine, EngineOptions, JobStats
 from .models import ModelOptions
@@ -47,10 +47,10 @@ def run(job: ClassifyJob) -> JobStats:
     load_seconds = time.perf_counter() - t
 
     sink = open_sink(job.out)
-    bar = ProgressBar(enabled=job.progress, total=BackgroundCounter(iter_sources(job.sources)))
+    bar = ProgressBar(enabled=job.progress, total=BackgroundCounter(iter_sources(job.sources, s3_lister())))
     try:
         stats = engine.run(
-            iter_sources(job.sources), sink.write, lambda s: bar.update(s.images, s.errors)
+            iter_sources(job.sources, s3_lister()), sink.write, lambda s: bar.update(s.images, s.errors)
         )
     finally:
         sink.close()

@@ -13,6 +13,7 @@ with a readable reason.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -40,7 +41,7 @@ class EngineOptions:
     batch_size: int = 32
     top_k: int = 5
     decode_threads: int = 0   # 0: one per core
-    io_threads: int = 0       # 0: read inside the decode threads (right for local files)
+    io_threads: int = 0       # 0: as the reader advises (inline for local files, many for S3)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def resolved_decode_threads(self) -> int:
@@ -83,15 +84,20 @@ class Engine:
         opts = self.options
         stats = JobStats()
         start = time.perf_counter()
+        listing = iter(sources)
+        first = next(listing, None)
+        exhausted = first is None
+        listing = itertools.chain([first], listing) if first is not None else listing
+        io_threads = opts.io_threads
+        if not io_threads and first is not None and hasattr(self.reader, "io_threads_for"):
+            io_threads = self.reader.io_threads_for(first)
         decode_pool = ThreadPoolExecutor(opts.resolved_decode_threads(), "bulklabel-decode")
-        io_pool = ThreadPoolExecutor(opts.io_threads, "bulklabel-read") if opts.io_threads else None
-        max_inflight = 2 * opts.batch_size + opts.io_threads + opts.resolved_decode_threads()
+        io_pool = ThreadPoolExecutor(io_threads, "bulklabel-read") if io_threads else None
+        max_inflight = 2 * opts.batch_size + io_threads + opts.resolved_decode_threads()
         batch = self.predictor.new_batch()
         inflight: deque[tuple[str, Future]] = deque()
         pending: list[tuple[str, int | str]] = []  # (source, batch row) or (source, error reason)
         filled = 0
-        listing = iter(sources)
-        exhausted = False
 
         def flush() -> None:
             nonlocal filled, pending

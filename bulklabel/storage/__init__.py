@@ -1,6 +1,6 @@
 """Where bytes come from and where results go.
 
-A ``Storage`` is rooted at a location (a local folder, later ``s3://bucket/prefix``) and
+A ``Storage`` is rooted at a location (a local folder or ``s3://bucket/prefix``) and
 addresses objects by keys relative to that root. Keys never escape the root: ``..``
 segments, absolute keys and empty segments are refused (``safe_key``). Writes are atomic:
 an object appears whole under its key or not at all, and writing a key again replaces it.
@@ -44,20 +44,58 @@ def safe_key(key: str) -> str:
 
 
 def open_storage(url: str) -> Storage:
-    """A storage rooted at ``url``: a local folder (created on first write) or ``memory://``."""
+    """A storage rooted at ``url``: a local folder, ``s3://bucket/prefix`` or ``memory://name``."""
+    if url.startswith("s3://"):
+        from .s3 import S3Storage
+
+        return S3Storage(url)
     if url.startswith("memory://"):
         from .memory import MemoryStorage
 
         return MemoryStorage.named(url)
     if "://" in url:
-        raise ConfigError(f"unsupported storage location {url!r}: use a local folder path")
+        raise ConfigError(f"unsupported storage location {url!r}: use a local folder or s3://bucket/prefix")
     from .local import LocalStorage
 
     return LocalStorage(url)
 
 
-def open_reader() -> SourceReader:
-    """The reader for image locations given on the command line."""
-    from .local import LocalReader
+class AnyReader:
+    """Reads local paths and ``s3://`` URIs; tells the engine how many reads to overlap."""
 
-    return LocalReader()
+    def __init__(self):
+        from .local import LocalReader
+
+        self._local = LocalReader()
+        self._s3 = None
+
+    def _reader(self, location: str):
+        if location.startswith("s3://"):
+            if self._s3 is None:
+                from .s3 import S3Reader
+
+                self._s3 = S3Reader()
+            return self._s3
+        return self._local
+
+    def read(self, location: str) -> bytes:
+        return self._reader(location).read(location)
+
+    def io_threads_for(self, location: str) -> int:
+        """Reads to keep in flight: 0 (read in the decode threads) for local files, many for S3."""
+        return getattr(self._reader(location), "io_threads", 0)
+
+
+def open_reader() -> AnyReader:
+    """The reader for image locations: local paths and s3:// URIs."""
+    return AnyReader()
+
+
+def s3_lister():
+    """The lister for ``s3://bucket/prefix`` sources (imports boto3 only when called)."""
+    def list_images(uri: str):
+        from .s3 import list_images as _list
+
+        return _list(uri)
+
+    return list_images

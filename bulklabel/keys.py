@@ -1,0 +1,42 @@
+"""Every Redis key bulklabel uses, in one place.
+
+    bulklabel:job:<id>                 hash: state, totals, counters, times, dest, queue
+    bulklabel:job:<id>:chunks_done     set of chunk numbers counted (gates the counters)
+    bulklabel:job:<id>:deliveries      hash: chunk number → times a worker started it
+    bulklabel:job:<id>:models          set of model ids that labeled the job
+    bulklabel:job:<id>:workers         set of worker names that labeled the job
+    bulklabel:jobs                     sorted set: job ids by submission time
+    bulklabel:worker:<name>            worker heartbeat (JSON, expires when the worker is gone)
+
+Celery's own queue keys are named after the queue (default ``bulklabel``).
+"""
+
+PREFIX = "bulklabel"
+JOBS = f"{PREFIX}:jobs"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def chunks_done(job_id: str) -> str:
+    return f"{job(job_id)}:chunks_done"
+
+
+def deliveries(job_id: str) -> str:
+    return f"{job(job_id)}:deliveries"
+
+
+def models(job_id: str) -> str:
+    return f"{job(job_id)}:models"
+
+
+def workers(job_id: str) -> str:
+    return f"{job(job_id)}:workers"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"
+
+
+WORKER_PATTERN = f"{PREFIX}:worker:*"

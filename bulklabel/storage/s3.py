@@ -1,0 +1,135 @@
+"""S3 (and S3-compatible: MinIO, moto) storage, reader and lister.
+
+Configuration is boto3's own: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, profiles, instance roles.
+Credentials are never printed: errors name the bucket and key, not the identity.
+
+Reads are meant to run concurrently (the engine keeps many in flight to hide per-object
+latency), so the client's connection pool is sized to the concurrency; throttling and
+5xx answers are retried by botocore with exponential backoff (adaptive mode).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+from ..errors import ConfigError, ImageError
+from ..sources import has_image_extension
+from . import safe_key
+
+DEFAULT_CONCURRENCY = 64
+_clients: dict[int, object] = {}
+_lock = threading.Lock()
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ConfigError(f"not an S3 URI (s3://bucket/key). Received: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ConfigError(f"S3 URI without a bucket. Received: {uri!r}")
+    return bucket, key
+
+
+def client(pool: int = DEFAULT_CONCURRENCY):
+    """A shared, thread-safe boto3 S3 client whose pool holds ``pool`` connections."""
+    with _lock:
+        if pool not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                max_pool_connections=pool + 8,
+                retries={"max_attempts": 10, "mode": "adaptive"},
+                connect_timeout=10,
+                read_timeout=60,
+                tcp_keepalive=True,
+            )
+            _clients[pool] = boto3.session.Session().client("s3", config=config)
+        return _clients[pool]
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", type(exc).__name__))
+
+
+class S3Reader:
+    """Reads ``s3://bucket/key`` objects; a missing or unreadable one is an ImageError."""
+
+    io_threads = DEFAULT_CONCURRENCY
+
+    def read(self, location: str) -> bytes:
+        bucket, key = parse_uri(location)
+        try:
+            return client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            code = _code(exc)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise ImageError("object not found") from None
+            if code == "NoSuchBucket":
+                raise ImageError(f"bucket {bucket!r} not found") from None
+            if code in ("AccessDenied", "403", "Forbidden"):
+                raise ImageError("access denied (the credentials cannot read this object)") from None
+            raise ImageError(f"cannot read object ({code}: {exc})") from None
+
+
+def list_images(uri: str) -> Iterator[str]:
+    """Every image-extension key under ``s3://bucket/prefix``, page by page (never all at once)."""
+    bucket, prefix = parse_uri(uri)
+    paginator = client().get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", ()):
+                key = obj["Key"]
+                if has_image_extension(key) and not key.endswith("/"):
+                    yield f"s3://{bucket}/{key}"
+    except Exception as exc:
+        from ..errors import SourceError
+
+        raise SourceError(f"cannot list {uri}: {_code(exc)} ({exc})") from None
+
+
+class S3Storage:
+    """Objects under ``s3://bucket/prefix``; keys can never leave the prefix."""
+
+    def __init__(self, url: str):
+        self.bucket, prefix = parse_uri(url)
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            safe_key(self.prefix)
+
+    def _key(self, key: str) -> str:
+        key = safe_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read(self, key: str) -> bytes:
+        try:
+            return client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(self.url(key)) from None
+            raise
+
+    def write(self, key: str, data: bytes) -> None:
+        client().put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))  # atomic in S3
+
+    def exists(self, key: str) -> bool:
+        try:
+            client().head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        paginator = client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            for obj in page.get("Contents", ()):
+                yield obj["Key"][len(base):]
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"

@@ -1,0 +1,155 @@
+"""One worker process: pinned device, model loaded once, Celery consuming one chunk at a time.
+
+Started by the supervisor (``worker.supervisor``) with ``CUDA_VISIBLE_DEVICES`` already set
+in its environment, so TensorFlow only ever sees its own GPU. Runs Celery's solo pool: the
+task runs in this process's main thread, next to the model, with no fork after TensorFlow
+started. SIGTERM is Celery's warm shutdown: the current chunk finishes, then the process
+exits; a chunk interrupted any other way is redelivered after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from bulklabel import keys
+from bulklabel.settings import redact_url
+
+log = logging.getLogger("bulklabel.worker")
+HEARTBEAT_SECONDS = 10
+
+
+@dataclass
+class WorkerConfig:
+    model: str
+    queue: str
+    redis_url: str
+    visibility_timeout: int
+    max_deliveries: int
+    device: str = "cpu"                 # 'cpu' or the GPU this process is pinned to
+    threads: int | None = None
+    batch_size: int = 32
+    top_k: int = 5
+    decode_threads: int = 0
+    max_pixels: int = 90_000_000
+    model_options: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerConfig":
+        return cls(**json.loads(text))
+
+
+def worker_name(config: WorkerConfig) -> str:
+    return f"bulklabel-{config.device}-{os.getpid()}@{socket.gethostname()}"
+
+
+def serve(config: WorkerConfig) -> int:
+    from bulklabel.jobs import JobStore, connect
+    from bulklabel.queue import make_app
+    from bulklabel.storage import open_reader
+
+    from . import runtime
+    from .engine import Engine, EngineOptions
+    from .models import ModelOptions, load_model
+    from .tasks import WorkerContext, register
+
+    name = worker_name(config)
+    runtime.configure(config.threads)
+    t = time.perf_counter()
+    model = load_model(config.model, ModelOptions(**config.model_options))
+    engine = Engine(model, open_reader(), EngineOptions(
+        batch_size=config.batch_size, top_k=config.top_k,
+        decode_threads=config.decode_threads, max_pixels=config.max_pixels))
+    engine.warmup()
+    for note in model.warnings:
+        log.warning("note: %s", note)
+    log.info("model %s loaded and warmed up in %.1f s on %s", model.model_id, time.perf_counter() - t,
+             config.device)
+
+    jobs = JobStore(connect(config.redis_url, patience=config.visibility_timeout))
+    ctx = WorkerContext(engine=engine, jobs=jobs, name=name, max_deliveries=config.max_deliveries,
+                        retry_for=max(60.0, config.visibility_timeout / 2))
+    app = make_app(config.redis_url, config.visibility_timeout)
+    register(app, ctx)
+    beat = Heartbeat(jobs.r, name, {"queue": config.queue, "model": model.model_id,
+                                    "device": config.device, "pid": os.getpid()})
+    beat.start()
+    log.info("worker %s ready: queue %r on %s", name, config.queue, redact_url(config.redis_url))
+    worker = app.Worker(
+        hostname=name, pool="solo", concurrency=1, queues=[config.queue], loglevel="INFO",
+        without_gossip=True, without_mingle=True, without_heartbeat=True, quiet=True,
+    )
+    try:
+        worker.start()
+    finally:
+        beat.stop()
+    return worker.exitcode or 0
+
+
+class Heartbeat(threading.Thread):
+    """Keeps ``bulklabel:worker:<name>`` alive while this worker runs (for submit/status)."""
+
+    def __init__(self, client, name: str, info: dict):
+        super().__init__(daemon=True, name="bulklabel-heartbeat")
+        self.client, self.key = client, keys.worker(name)
+        self.info = dict(info, name=name, host=socket.gethostname(), started_at=time.time())
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.client.set(self.key, json.dumps(self.info), ex=3 * HEARTBEAT_SECONDS)
+            except Exception:
+                pass  # Redis away: the broker connection reports it; try again next beat
+            self._stop_event.wait(HEARTBEAT_SECONDS)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        try:
+            self.client.delete(self.key)
+        except Exception:
+            pass
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the supervisor disappears, instead of running on orphaned."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bulklabel.errors import BulkLabelError
+
+    argv = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
+    config = WorkerConfig.from_json(argv[0])
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format=f"%(asctime)s [{config.device} pid {os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return serve(config)
+    except BulkLabelError as exc:
+        print(f"bulklabel: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
