@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up (with the test extras), then run the whole test suite. Extra args go to pytest.
+# Set up (with the test extras), make sure Redis is there, then run the whole test suite.
+# Extra args go to pytest.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh test
+bash scripts/ensure-redis.sh
 venv=${BULKLABEL_VENV:-$root/.venv}
 exec "$venv/bin/python" -m pytest "$@"
