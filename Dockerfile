@@ -1,4 +1,4 @@
-# bulklabel image: the embedded classifier now, the GPU workers once they land.
+# bulklabel image: classify, worker, submit, status, results.
 FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
@@ -6,6 +6,8 @@ COPY pyproject.toml README.md ./
 COPY bulklabel bulklabel
 COPY worker worker
 COPY producer producer
-RUN pip install ".[parquet]"
+# GPU images (the default) carry TensorFlow's CUDA libraries; EXTRAS=parquet makes a CPU-only one.
+ARG EXTRAS=parquet,gpu
+RUN pip install ".[${EXTRAS}]"
 ENTRYPOINT ["bulklabel"]
 CMD ["--help"]

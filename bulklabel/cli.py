@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per task (default 256)")
     p.add_argument("--job-id", default=None, metavar="ID",
                    help="name the job (letters, digits, . _ -); refused if it exists")
-    p.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    p.add_argument("--wait", action="store_true",
+                   help="show progress (done/total, errors, images/s, ETA) until the job ends; "
+                        "exit 1 if it failed")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="with --wait: always draw the progress bar (default: only on a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
     _add_redis_option(p)
     p.set_defaults(run=_submit)
 
@@ -248,7 +253,7 @@ def _submit(args: argparse.Namespace) -> int:
                                job_id=args.job_id))
     code = 0
     if args.wait:
-        job = wait(url, job_id)
+        job = wait(url, job_id, progress=args.progress)
         print(f"job {job_id} {job['state']}: {job['done']} images, {job['errors']} errors, "
               f"{job['seconds']:.1f} s, {job['images_per_second']} images/s", file=sys.stderr)
         code = 0 if job["state"] == "done" else 1

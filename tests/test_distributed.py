@@ -110,9 +110,10 @@ def test_local_job_end_to_end(broker, main_worker, tmp_path):
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
     dest = tmp_path / "out"
     result = submit(broker, str(tmp_path / "in"), "--out", str(dest), "--queue", "main",
-                    "--chunk-size", "5", "--wait")
+                    "--chunk-size", "5", "--wait", "--progress")
     job_id = job_id_of(result)
     assert job_id in result.stderr  # the id is announced before waiting, and printed last
+    assert "24/24 images, 1 errors" in result.stderr and "/s" in result.stderr  # the --wait bar
 
     folder = dest / job_id
     shards = sorted(p.name for p in folder.glob("part-*.jsonl"))
@@ -375,3 +376,25 @@ def test_worker_with_a_bad_model_fails_fast(broker, tmp_path):
     worker = Worker(tmp_path / "bad.log", str(tmp_path / "missing.keras"), "bad", broker.url)
     assert worker.process.wait(120) == 3
     assert "model not found" in worker.log() and "stopping" in worker.log()
+
+
+def test_sigterm_finishes_the_current_chunk_then_exits(broker, heavy_model, tmp_path):
+    truth = make_images(tmp_path / "in", 24, seed=8)
+    worker = Worker(tmp_path / "a.log", heavy_model, "graceful", broker.url, "--threads", "1")
+    worker.wait_ready()
+    job_id = job_id_of(submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                              "--queue", "graceful", "--chunk-size", "8"))
+    current = wait_for(lambda: _chunk_in_progress(broker, job_id), 60, "a chunk in progress")
+    os.kill(worker.process.pid, signal.SIGTERM)  # as systemd or docker stop would
+    assert worker.process.wait(120) == 0
+    client = broker.client()
+    assert current <= client.smembers(keys.chunks_done(job_id))  # finished, not abandoned
+    assert job_hash(broker, job_id)["state"] == "running"  # the rest waits in the queue
+    successor = Worker(tmp_path / "b.log", heavy_model, "graceful", broker.url, "--threads", "1")
+    try:
+        wait_for(lambda: job_hash(broker, job_id).get("state") == "done", 180, "the job to finish",
+                 interval=0.5)
+    finally:
+        successor.stop()
+    assert_exactly_once(shard_records(tmp_path / "out" / job_id), truth)
+    assert all(int(n) == 1 for n in client.hvals(keys.deliveries(job_id)))  # nothing redone
