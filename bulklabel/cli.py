@@ -114,6 +114,30 @@ examples:
 """
 
 
+TRAIN_HELP = """\
+Train an image classifier by transfer learning and save it ready to serve.
+
+DATA is a folder with one subfolder per class (DATA/cat/*.jpg, DATA/dog/*.jpg, ...), or with
+train/ and val/ subfolders of that shape; otherwise --val-split of each class is held out
+(seeded). s3://bucket/prefix works the same way.
+
+Phase 1 (feature extraction): the pretrained BASE is frozen (BatchNormalization in inference
+mode) under a new head: global pooling, dropout, softmax. Phase 2 (fine-tuning): the top
+--fine-tune-layers of the base are unfrozen and training continues at --fine-tune-lr, 10-100x
+lower. --sizes 150,299 trains at 150 first, then continues at 299. Augmentation (flip,
+rotation, zoom, contrast) applies to training images only. The best epoch (by validation
+accuracy) is what gets saved, with its class names, preprocessing and input size, so
+'bulklabel classify --model MODEL' needs no other flag. history.json and history.png (the
+curves) are written next to the model.
+
+examples:
+  bulklabel train photos/ --out flowers.keras                              # Xception, ImageNet
+  bulklabel train photos/ --base MobileNetV2 --sizes 128,224 --out m.keras --epochs 5
+  bulklabel train photos/ --base old_model.keras --out new.keras           # transfer from a model
+  bulklabel train photos/ --base EfficientNetB0 --weights b0_notop.h5 --out m.h5 --seed 7
+"""
+
+
 def _add_redis_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis", default=None, metavar="URL",
                    help="Redis URL (default: $BULKLABEL_REDIS_URL or redis://127.0.0.1:6379/0; "
@@ -191,6 +215,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partial", action="store_true", help="merge what exists even if the job is not done")
     _add_redis_option(p)
     p.set_defaults(run=_results)
+
+    p = sub.add_parser("train", help="train a classifier by transfer learning",
+                       description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", metavar="DATA", help="folder of class subfolders (or with train/ and val/)")
+    p.add_argument("--out", "-o", required=True, metavar="MODEL", help="where to save: .keras (or legacy .h5)")
+    p.add_argument("--base", default="Xception",
+                   help="a Keras Applications name (default Xception) or a saved model to transfer from")
+    p.add_argument("--weights", default="imagenet", metavar="imagenet|none|FILE",
+                   help="weights of an application base: ImageNet (downloaded once), none, or a file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--image-size", type=int, metavar="N", help="train at NxN (default: the base's size)")
+    g.add_argument("--sizes", metavar="N,M", help="train at N first, then continue at M (e.g. 150,299)")
+    p.add_argument("--epochs", type=int, default=10, help="phase 1 epochs (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="phase 1 learning rate (default 1e-3)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout before the new head (default 0.2)")
+    p.add_argument("--fine-tune-layers", type=int, default=30, metavar="N",
+                   help="top base layers to unfreeze in phase 2; 0 skips it (default 30)")
+    p.add_argument("--fine-tune-epochs", type=int, default=10, help="phase 2 epochs (default 10)")
+    p.add_argument("--fine-tune-lr", type=float, default=1e-5, help="phase 2 learning rate (default 1e-5)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random flip, rotation, zoom and contrast on training images (default on)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--val-split", type=float, default=0.2, help="held-out share without val/ (default 0.2)")
+    p.add_argument("--seed", type=int, default=1337, help="seed for splits, shuffling, augmentation, init")
+    p.add_argument("--patience", type=int, default=4, help="epochs without progress before stopping a phase")
+    p.add_argument("--preprocess", choices=("none", "rescale", "tf", "caffe", "torch"),
+                   help="pixel scaling of a saved-model base without metadata")
+    p.add_argument("--unsafe-model", action="store_true", help="allow a base model with Lambda layers")
+    p.add_argument("--decode-threads", type=int, default=0, metavar="N")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix",
+                       description="Label DATA (class subfolders; its val/ split if it has one) through "
+                                   "the same path as classify and compare with the folder names.")
+    p.add_argument("model_path", metavar="MODEL")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, ...)")
+    p.add_argument("--plot", nargs="?", const="confusion_matrix.png", metavar="PNG",
+                   help="also draw the confusion matrix (default file confusion_matrix.png)")
+    g = p.add_argument_group("model")
+    g.add_argument("--labels", metavar="FILE")
+    g.add_argument("--preprocess", choices=("none", "rescale", "tf", "caffe", "torch"))
+    g.add_argument("--weights", metavar="FILE")
+    g.add_argument("--image-size", metavar="N")
+    g.add_argument("--unsafe-model", action="store_true")
+    _add_engine_options(p)
+    p.set_defaults(run=_evaluate)
     return parser
 
 
@@ -267,6 +338,56 @@ def _status(args: argparse.Namespace) -> int:
 
     job = status(redis_url(args.redis), args.job_id, as_json=args.json, watch=args.watch)
     return 1 if job["state"] == "failed" else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from worker import runtime
+
+    sizes: list[int] = []
+    if args.sizes:
+        try:
+            sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        except ValueError:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--sizes takes sizes like 150,299. Received: {args.sizes!r}") from None
+    elif args.image_size:
+        sizes = [args.image_size]
+    runtime.configure()
+    from worker.trainer import TrainConfig, train
+
+    result = train(TrainConfig(
+        data=args.data, out=args.out, base=args.base, weights=args.weights, sizes=sizes,
+        epochs=args.epochs, lr=args.lr, dropout=args.dropout, fine_tune_layers=args.fine_tune_layers,
+        fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr, augment=args.augment,
+        batch_size=args.batch_size, val_split=args.val_split, seed=args.seed, patience=args.patience,
+        preprocess=args.preprocess, unsafe=args.unsafe_model, threads=args.decode_threads,
+    ))
+    print(f"saved {result.out}: {len(result.class_names)} classes at {result.image_size[0]}x"
+          f"{result.image_size[1]}, best validation accuracy {result.best_val_accuracy:.4f}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from worker import runtime
+
+    runtime.configure(_threads(args))
+    from worker.engine import EngineOptions
+    from worker.evaluate import evaluate, render
+    from worker.models import ModelOptions, load_model
+
+    model = load_model(args.model_path, ModelOptions(**_model_values(args)))
+    result = evaluate(model, args.data, EngineOptions(**_engine_values(args)))
+    if args.plot:
+        from worker.plots import confusion_png
+
+        conf = result["confusion"]
+        confusion_png(conf["rows"], conf["matrix"], conf["columns"], args.plot)
+        result["plot"] = os.path.abspath(args.plot)
+    print(json.dumps(result) if args.json else render(result))
+    return 0
 
 
 def _results(args: argparse.Namespace) -> int:
