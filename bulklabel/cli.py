@@ -62,14 +62,21 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
-    g.add_argument("--batch-size", default=env_default("--batch-size", "32"), metavar="N",
-                   help="images per model call (default 32)")
+    g.add_argument("--batch-size", default=env_default("--batch-size", "auto"), metavar="N",
+                   help="images per model call (default auto: 128 on a GPU, 32 on CPU)")
     g.add_argument("--top-k", default=env_default("--top-k", "5"), metavar="K",
                    help="labels kept per image, best first (default 5)")
     g.add_argument("--decode-threads", default=env_default("--decode-threads", "0"), metavar="N",
                    help="threads reading and decoding images (default: one per core)")
+    g.add_argument("--io-threads", default=env_default("--io-threads", "0"), metavar="N",
+                   help="reads in flight (default: 128 for s3:// images, none for local files, "
+                        "which are read by the decode threads); the S3 connection pool matches it")
     g.add_argument("--threads", default=env_default("--threads"), metavar="N",
                    help="bound TensorFlow's CPU threads (default: TensorFlow decides)")
+    g.add_argument("--mixed-precision", action="store_true",
+                   default=env_default("--mixed-precision", "") not in ("", "0", "false"),
+                   help="float16 compute with float32 scores, for keras:<Name> models on GPUs "
+                        "with tensor cores")
     g.add_argument("--max-pixels", default=env_default("--max-pixels", "90000000"), metavar="N",
                    help="refuse images with more pixels than this (default 90000000), "
                         "checked before decoding")
@@ -165,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="always draw the progress bar (default: only on a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
     g.add_argument("--profile", action="store_true", help="print time spent per stage at the end")
+    g.add_argument("--summary-json", metavar="FILE",
+                   help="also write the end-of-job summary (counts, seconds, images/s, stage times) as JSON")
     p.set_defaults(run=_classify)
 
     p = sub.add_parser("worker", help="label queued chunks: one process per GPU",
@@ -267,9 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _engine_values(args: argparse.Namespace) -> dict:
     return dict(
-        batch_size=positive_int(args.batch_size, "--batch-size"),
+        batch_size=0 if str(args.batch_size) == "auto" else positive_int(args.batch_size, "--batch-size"),
         top_k=positive_int(args.top_k, "--top-k"),
-        decode_threads=int(args.decode_threads) if str(args.decode_threads) != "0" else 0,
+        decode_threads=0 if str(args.decode_threads) == "0" else positive_int(args.decode_threads, "--decode-threads"),
+        io_threads=0 if str(args.io_threads) == "0" else positive_int(args.io_threads, "--io-threads"),
         max_pixels=positive_int(args.max_pixels, "--max-pixels"),
     )
 
@@ -294,7 +304,7 @@ def _classify(args: argparse.Namespace) -> int:
         sources=args.sources, model=args.model, out=args.out,
         model_options=ModelOptions(**_model_values(args)),
         engine_options=EngineOptions(**_engine_values(args)), threads=_threads(args),
-        progress=args.progress, profile=args.profile,
+        mixed_precision=args.mixed_precision, progress=args.progress, profile=args.profile, summary_json=args.summary_json,
     )
     run(job)
     return 0
@@ -308,7 +318,8 @@ def _worker(args: argparse.Namespace) -> int:
     config = WorkerConfig(
         model=args.model, queue=args.queue, redis_url=redis_url(args.redis),
         visibility_timeout=visibility_timeout(), max_deliveries=max_deliveries(),
-        threads=_threads(args), model_options=_model_values(args), **_engine_values(args),
+        threads=_threads(args), mixed_precision=args.mixed_precision, model_options=_model_values(args),
+        **_engine_values(args),
     )
     return Supervisor(config, detect_gpus(args.gpus)).run()
 
@@ -373,7 +384,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from worker import runtime
 
-    runtime.configure(_threads(args))
+    runtime.configure(_threads(args), args.mixed_precision)
     from worker.engine import EngineOptions
     from worker.evaluate import evaluate, render
     from worker.models import ModelOptions, load_model

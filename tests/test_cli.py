@@ -117,11 +117,15 @@ def test_help_teaches_and_does_not_load_tensorflow():
 
 
 def test_profile_prints_stage_times(color_model, color_folder, tmp_path):
-    folder, _ = color_folder
+    folder, truth = color_folder
+    summary = tmp_path / "summary.json"
     result = run_cli("classify", str(folder), "--model", color_model.keras_path, "--profile",
-                     "--out", str(tmp_path / "p.jsonl"))
+                     "--out", str(tmp_path / "p.jsonl"), "--summary-json", str(summary))
     assert result.returncode == 0, result.stderr
     assert "stage times: read" in result.stdout and "traces: 1" in result.stdout
+    data = json.loads(summary.read_text())
+    assert data["images"] == len(truth) and data["errors"] == 0 and data["traces"] == 1
+    assert data["images_per_second"] > 0 and set(data["stages"]) == {"read", "decode", "wait", "predict", "write"}
 
 
 def test_progress_bar_when_asked(color_model, color_folder, tmp_path):

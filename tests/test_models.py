@@ -261,3 +261,50 @@ def test_preprocess_mode_channel_checks():
         preprocess.check_mode("bogus")
     with pytest.raises(ConfigError, match="3-channel"):
         preprocess.check_mode("caffe", channels=1)
+
+
+def test_mixed_precision_keeps_float32_scores(tmp_path, color_model):
+    """--mixed-precision builds keras:<Name> models in float16; scores stay float32 and close."""
+    import subprocess
+    import sys
+
+    reference = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
+    weights = str(tmp_path / "w.weights.h5")
+    reference.save_weights(weights)
+    script = f"""
+import numpy as np, keras
+from worker import runtime
+runtime.configure(mixed_precision=True)
+from worker.models import load_model, ModelOptions
+from worker.predictor import Predictor
+m = keras.applications.MobileNetV2(weights={weights!r}, input_shape=(96, 96, 3), classes=10)
+assert m.layers[5].compute_dtype == "float16", m.layers[5].compute_dtype
+batch = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
+from worker.models import _describe
+lm = _describe("keras:MobileNetV2", m, lambda x: m(x, training=False), (96, 96), 3, 10, "probabilities",
+               ModelOptions(preprocess="tf"), meta={{"name": "keras:MobileNetV2"}}, digest="0" * 12)
+scores = Predictor(lm, 2).predict(batch)
+assert scores.dtype == np.float32
+np.save({str(tmp_path / "mixed.npy")!r}, scores)
+saved = load_model({color_model.keras_path!r})
+assert any("--mixed-precision applies to keras" in w for w in saved.warnings), saved.warnings
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    batch = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
+    full = reference.predict(keras.applications.mobilenet_v2.preprocess_input(batch.astype("float32")), verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "mixed.npy"), full, atol=2e-2)
+
+
+def test_batch_size_is_chosen_for_the_device(color_model):
+    from bulklabel.storage import open_reader
+    from worker.engine import Engine, EngineOptions
+    from worker.runtime import CPU_BATCH_SIZE, default_batch_size
+
+    import tensorflow as tf
+
+    expected = 128 if tf.config.list_logical_devices("GPU") else CPU_BATCH_SIZE
+    assert default_batch_size() == expected
+    engine = Engine(load_model(color_model.keras_path), open_reader(), EngineOptions())
+    assert engine.predictor.batch_size == expected
+    assert Engine(load_model(color_model.keras_path), open_reader(), EngineOptions(batch_size=5)).predictor.batch_size == 5

@@ -397,3 +397,15 @@ def test_s3_storage_keys_never_leave_the_prefix(s3_server) -> None:
     store.write("job/part-000000.jsonl", b"{}")
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys == ["out/job/part-000000.jsonl"]
+
+
+def test_s3_connection_pool_matches_the_read_concurrency(s3_server) -> None:
+    from bulklabel.storage import s3 as s3_mod
+
+    bucket = s3_server.new_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key="a.jpg", Body=b"x")
+    reader = open_reader(io_threads=200)
+    assert reader.io_threads_for(f"s3://{bucket}/a.jpg") == 200
+    assert reader.read(f"s3://{bucket}/a.jpg") == b"x"
+    assert s3_mod.client(200).meta.config.max_pool_connections >= 200
+    assert open_reader().io_threads_for(f"s3://{bucket}/a.jpg") == s3_mod.DEFAULT_CONCURRENCY >= 100

@@ -24,8 +24,10 @@ class ClassifyJob:
     model_options: ModelOptions
     engine_options: EngineOptions
     threads: int | None = None
+    mixed_precision: bool = False
     progress: bool | None = None   # None: when stderr is a terminal
     profile: bool = False
+    summary_json: str | None = None  # also write the summary as JSON here
 
 
 def run(job: ClassifyJob) -> JobStats:
@@ -35,14 +37,14 @@ def run(job: ClassifyJob) -> JobStats:
 
     from . import runtime
 
-    runtime.configure(job.threads)
+    runtime.configure(job.threads, job.mixed_precision)
     from .models import load_model
 
     t = time.perf_counter()
     model = load_model(job.model, job.model_options)
     for note in model.warnings:
         print(f"bulklabel: note: {note}", file=sys.stderr)
-    engine = Engine(model, open_reader(), job.engine_options)
+    engine = Engine(model, open_reader(job.engine_options.io_threads), job.engine_options)
     engine.warmup()
     load_seconds = time.perf_counter() - t
 
@@ -62,4 +64,13 @@ def run(job: ClassifyJob) -> JobStats:
     )
     if job.profile:
         print(f"stage times: {stats.profile()}; traces: {engine.predictor.traces}")
+    if job.summary_json:
+        import json
+
+        with open(job.summary_json, "w", encoding="utf-8") as f:
+            json.dump({"images": stats.images, "errors": stats.errors, "seconds": round(stats.seconds, 4),
+                       "images_per_second": round(stats.rate, 3), "load_seconds": round(load_seconds, 3),
+                       "model": model.model_id, "batch_size": engine.predictor.batch_size,
+                       "stages": {k: round(v, 4) for k, v in stats.stages.items()},
+                       "traces": engine.predictor.traces, "out": os.path.abspath(job.out)}, f, indent=2)
     return stats

@@ -36,16 +36,24 @@ from .predictor import Predictor, ranked, top_k
 STAGES = ("read", "decode", "wait", "predict", "write")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 @dataclass
 class EngineOptions:
-    batch_size: int = 32
+    batch_size: int = 0       # 0: chosen for the device (runtime.default_batch_size)
     top_k: int = 5
     decode_threads: int = 0   # 0: one per core
     io_threads: int = 0       # 0: as the reader advises (inline for local files, many for S3)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def resolved_decode_threads(self) -> int:
-        return self.decode_threads or max(2, os.cpu_count() or 2)
+        return self.decode_threads or max(2, usable_cores())
 
 
 @dataclass
@@ -73,6 +81,10 @@ class Engine:
         self.model = model
         self.reader = reader
         self.options = options or EngineOptions()
+        if not self.options.batch_size:
+            from .runtime import default_batch_size
+
+            self.options.batch_size = default_batch_size()
         self.predictor = Predictor(model, self.options.batch_size)
         self._lock = threading.Lock()
 

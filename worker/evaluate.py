@@ -80,7 +80,7 @@ def evaluate(model: LoadedModel, data: str, options: EngineOptions) -> dict:
     truth = dict(files)
     missing = sorted(set(truth.values()) - set(model.class_names or []))
     records: list[Record] = []
-    Engine(model, open_reader(), options).run([loc for loc, _ in files], records.extend)
+    Engine(model, open_reader(options.io_threads), options).run([loc for loc, _ in files], records.extend)
     result = metrics(records, truth, list(model.class_names or []))
     result["model"] = model.model_id
     result["data"] = data if data.startswith("s3://") else os.path.abspath(data)

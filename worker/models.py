@@ -207,6 +207,9 @@ def _describe(source, model, forward, size, channels, num_classes, output, optio
                           f"classes: check --labels or the model")
     if names is None:
         notes.append("no class names: labels will be class indices (pass --labels FILE)")
+    if model is not None and not str(source).startswith("keras:") and _mixed_precision():
+        notes.append("--mixed-precision applies to keras:<Name> models; this saved model keeps "
+                     "the precision it was saved with")
     if num_classes == 1:  # a single sigmoid unit: served as two classes [negative, positive]
         output = "binary-logits" if output == "logits" else "binary-sigmoid"
         num_classes = 2
@@ -218,6 +221,12 @@ def _describe(source, model, forward, size, channels, num_classes, output, optio
         class_names=list(names) if names is not None else None, preprocess=mode,
         output=output, handle=model, warnings=notes,
     )
+
+
+def _mixed_precision() -> bool:
+    import keras
+
+    return keras.mixed_precision.global_policy().name != "float32"
 
 
 def _input_size(model_size, flag_size, meta_size, source) -> tuple[int, int]:

@@ -28,15 +28,41 @@ def _stderr_silenced(enabled: bool):
         os.close(devnull)
 
 
-def configure(threads: int | None = None) -> None:
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 128
+
+
+def default_batch_size() -> int:
+    """Images per model call when none is asked for: larger on a GPU, which needs the work."""
+    try:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return GPU_BATCH_SIZE if tf.config.list_logical_devices("GPU") else CPU_BATCH_SIZE
+        if keras.backend.backend() == "jax":
+            import jax
+
+            return GPU_BATCH_SIZE if jax.default_backend() == "gpu" else CPU_BATCH_SIZE
+    except Exception:
+        pass
+    return CPU_BATCH_SIZE
+
+
+def configure(threads: int | None = None, mixed_precision: bool = False) -> None:
     """Start TensorFlow quietly, bound its CPU threads (None: its default) and let GPU
-    memory grow on demand. Set TF_CPP_MIN_LOG_LEVEL yourself to see its start-up logs."""
+    memory grow on demand. Set TF_CPP_MIN_LOG_LEVEL yourself to see its start-up logs.
+    ``mixed_precision`` builds models in float16 with float32 variables (fast on GPUs
+    with tensor cores); scores are always returned as float32."""
     quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     with _stderr_silenced(quiet):
         import keras
 
+        if mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
         if keras.backend.backend() != "tensorflow":
             return
         import tensorflow as tf

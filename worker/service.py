@@ -34,7 +34,9 @@ class WorkerConfig:
     max_deliveries: int
     device: str = "cpu"                 # 'cpu' or the GPU this process is pinned to
     threads: int | None = None
-    batch_size: int = 32
+    mixed_precision: bool = False
+    batch_size: int = 0
+    io_threads: int = 0
     top_k: int = 5
     decode_threads: int = 0
     max_pixels: int = 90_000_000
@@ -63,12 +65,12 @@ def serve(config: WorkerConfig) -> int:
     from .tasks import WorkerContext, register
 
     name = worker_name(config)
-    runtime.configure(config.threads)
+    runtime.configure(config.threads, config.mixed_precision)
     t = time.perf_counter()
     model = load_model(config.model, ModelOptions(**config.model_options))
-    engine = Engine(model, open_reader(), EngineOptions(
-        batch_size=config.batch_size, top_k=config.top_k,
-        decode_threads=config.decode_threads, max_pixels=config.max_pixels))
+    engine = Engine(model, open_reader(config.io_threads), EngineOptions(
+        batch_size=config.batch_size, top_k=config.top_k, decode_threads=config.decode_threads,
+        io_threads=config.io_threads, max_pixels=config.max_pixels))
     engine.warmup()
     for note in model.warnings:
         log.warning("note: %s", note)

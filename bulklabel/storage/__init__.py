@@ -63,18 +63,19 @@ def open_storage(url: str) -> Storage:
 class AnyReader:
     """Reads local paths and ``s3://`` URIs; tells the engine how many reads to overlap."""
 
-    def __init__(self):
+    def __init__(self, io_threads: int = 0):
         from .local import LocalReader
 
         self._local = LocalReader()
         self._s3 = None
+        self._io_threads = io_threads
 
     def _reader(self, location: str):
         if location.startswith("s3://"):
             if self._s3 is None:
                 from .s3 import S3Reader
 
-                self._s3 = S3Reader()
+                self._s3 = S3Reader(self._io_threads)
             return self._s3
         return self._local
 
@@ -86,9 +87,10 @@ class AnyReader:
         return getattr(self._reader(location), "io_threads", 0)
 
 
-def open_reader() -> AnyReader:
-    """The reader for image locations: local paths and s3:// URIs."""
-    return AnyReader()
+def open_reader(io_threads: int = 0) -> AnyReader:
+    """The reader for image locations: local paths and s3:// URIs (``io_threads`` reads in
+    flight for S3, 0 for the default)."""
+    return AnyReader(io_threads)
 
 
 def s3_lister():

@@ -1,0 +1,1 @@
+"""The benchmark suite: bulklabel against the pipelines a user would otherwise run."""

@@ -1,0 +1,46 @@
+"""The benchmark suite runs end to end on a tiny corpus (performance itself is judged by
+the benchmark, never by timed unit tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from services import RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+def test_benchmark_runs_on_a_tiny_corpus(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BULKLABEL_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.run", "--quick", "--corpus-root", str(tmp_path / "corpus"),
+             "--results", str(tmp_path / "results"), "--redis", server.url,
+             "--markdown", str(tmp_path / "summary.md")],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr[-4000:]
+    (path,) = (tmp_path / "results").glob("*-quick.json")
+    res = json.loads(path.read_text())
+    standard = res["standard"][0]
+    assert standard["images"] == 12
+    assert set(standard["median_images_per_second"]) == {"bound", "tfdata", "tutorial", "bulklabel"}
+    assert all(v > 0 for v in standard["median_images_per_second"].values())
+    assert standard["runs"]["bulklabel"][0]["errors"] == 0
+    assert res["phone"]["images"] == 2
+    assert res["distributed"]["jobs"][0]["images"] == 12
+    assert len(res["memory"]["worker_rss_mib_after_each_job"]) == 2
+    assert res["producer"]["keys"] == 2000 and res["producer"]["redis_mib"] > 0
+    names = {row["target"] for row in res["targets"]}
+    assert "standard MobileNetV2: classify / bound" in names and "distributed steady state / bound" in names
+    table = (tmp_path / "summary.md").read_text()
+    assert "| bulklabel |" in table and "| target | measured | goal | met |" in table
