@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -304,7 +303,7 @@ def test_poison_chunk_is_not_retried_forever(broker, heavy_model, tmp_path):
         job_id = job_id_of(submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"),
                                   "--queue", "poison", "--chunk-size", "10"))
         for delivery in (1, 2):  # each time the chunk starts, its worker process dies
-            wait_for(lambda: broker.client().hget(keys.deliveries(job_id), "0") == str(delivery),
+            wait_for(lambda n=delivery: broker.client().hget(keys.deliveries(job_id), "0") == str(n),
                      120, f"delivery {delivery}", interval=0.02)
             child = wait_for(lambda: worker.children(), 30, "the worker child")[0]
             os.kill(child["pid"], signal.SIGKILL)  # the supervisor restarts it

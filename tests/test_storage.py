@@ -364,7 +364,7 @@ def test_open_reader_dispatches_by_scheme(tmp_path: Path, s3_server) -> None:
     with pytest.raises(ImageError, match="object not found"):
         reader.read(f"s3://{bucket}/dir/missing.jpg")
     with pytest.raises(ImageError, match="not found"):
-        reader.read(f"s3://no-such-bucket-here/x.jpg")
+        reader.read("s3://no-such-bucket-here/x.jpg")
     with pytest.raises(ImageError, match="file not found"):
         reader.read(str(tmp_path / "missing.jpg"))
 

@@ -41,7 +41,8 @@ class Variant:
     min_crop: float = 0.55   # fraction of the base photo's side kept by the crop
 
 
-def make_variant(base: Image.Image, rng: np.random.Generator, spec: Variant = Variant()) -> Image.Image:
+def make_variant(base: Image.Image, rng: np.random.Generator, spec: Variant | None = None) -> Image.Image:
+    spec = spec or Variant()
     w, h = base.size
     frac = rng.uniform(spec.min_crop, 1.0)
     cw, ch = int(w * frac * rng.uniform(0.85, 1.0)), int(h * frac * rng.uniform(0.85, 1.0))
