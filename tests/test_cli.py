@@ -152,3 +152,26 @@ def test_the_readme_sample_job(tmp_path):
     correct = sum(records[name]["label"] == label for name, label in truth.items())
     assert correct >= len(truth) - 2, f"{correct}/{len(truth)}"
     assert set(CLASSES).isdisjoint({r["label"] for r in records.values()})  # its own class names
+
+
+def test_classify_reads_s3_sources(color_model, s3_server, tmp_path):
+    import numpy as np
+
+    from conftest import color_photo, encoded
+
+    bucket = s3_server.new_bucket()
+    client = s3_server.client()
+    rng = np.random.default_rng(31)
+    truth = {}
+    for i, name in enumerate(CLASSES * 2):
+        key = f"photos/day {i % 2}/{i}.jpg"
+        client.put_object(Bucket=bucket, Key=key, Body=encoded(color_photo(name, rng)))
+        truth[f"s3://{bucket}/{key}"] = name
+    client.put_object(Bucket=bucket, Key="photos/notes.txt", Body=b"ignored")
+    out = tmp_path / "s3.jsonl"
+    result = run_cli("classify", f"s3://{bucket}/photos/", "--model", color_model.keras_path,
+                     "--out", str(out), env=s3_server.env)
+    assert result.returncode == 0, result.stderr
+    records = read_records(out)
+    assert {r["source"]: r["label"] for r in records} == truth
+    assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
