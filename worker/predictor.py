@@ -22,8 +22,11 @@ class Predictor:
         self.batch_size = batch_size
         h, w = model.input_size
         self.shape = (batch_size, h, w, model.channels)
-        self.traces = 0  # how many times the call was traced (1 in a healthy run)
+        self.traces = 0  # times the call was traced (1 in a healthy run); eager backends: calls
         self._fn = self._compile()
+        from keras import ops
+
+        self._to_numpy = ops.convert_to_numpy  # TF, JAX or torch tensors, on any device
 
     def _compile(self):
         import keras
@@ -49,6 +52,14 @@ class Predictor:
             import jax
 
             return jax.jit(call)
+        if backend == "torch":
+            import torch
+
+            def eager(x):
+                with torch.inference_mode():  # no autograd bookkeeping
+                    return call(x)
+
+            return eager
         return call
 
     def new_batch(self) -> np.ndarray:
@@ -61,7 +72,7 @@ class Predictor:
             padded[: len(batch)] = batch
             count = len(batch) if count is None else count
             batch = padded
-        out = np.asarray(self._fn(batch))
+        out = self._to_numpy(self._fn(batch))
         return out[: self.batch_size if count is None else count]
 
     def warmup(self) -> None:
