@@ -36,16 +36,57 @@ def output_format(path: str | os.PathLike) -> str:
     return suffix
 
 
-def open_sink(path: str | os.PathLike) -> Sink:
-    """A sink writing to a local file, by extension; checks dependencies before any work."""
+def open_sink(path: str | os.PathLike, append: bool = False) -> Sink:
+    """A sink writing to a local file, by extension; checks dependencies before any work.
+    ``append`` adds to an existing .jsonl/.csv file (see ``recorded_sources``)."""
     fmt = output_format(path)
     path = Path(path)
     if fmt == ".parquet":
+        if append:
+            raise ConfigError("a .parquet file is complete only when its job ends, so it cannot be "
+                              "resumed: use .jsonl or .csv with --resume")
         return ParquetSink(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == ".csv":
-        return CsvSink(path)
-    return JsonlSink(path)
+        return CsvSink(path, append)
+    return JsonlSink(path, append)
+
+
+def recorded_sources(path: str | os.PathLike) -> set[str]:
+    """Sources that already have a record in an interrupted .jsonl/.csv output.
+
+    A line cut short by a crash is dropped (the file is truncated to its last complete
+    record), so appending after it yields well-formed output.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt == ".parquet":
+        open_sink(path, append=True)  # raises the explanation
+    if not path.exists():
+        return set()
+    done: set[str] = set()
+    good_end = 0
+    with open(path, "rb") as f:
+        data = f.read()
+    if fmt == ".jsonl":
+        for line in data.splitlines(keepends=True):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline: cut short")
+                done.add(json.loads(line)["source"])
+            except (ValueError, KeyError):
+                break
+            good_end += len(line)
+    else:
+        text = data.decode("utf-8")
+        complete = text[: text.rfind("\n") + 1]
+        rows = list(csv.DictReader(io.StringIO(complete)))
+        done = {row["source"] for row in rows if row.get("source")}
+        good_end = len(complete.encode("utf-8"))
+    if good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return done
 
 
 def to_json_line(record: Record) -> str:
@@ -53,8 +94,8 @@ def to_json_line(record: Record) -> str:
 
 
 class JsonlSink:
-    def __init__(self, path: Path):
-        self._file = open(path, "w", encoding="utf-8")
+    def __init__(self, path: Path, append: bool = False):
+        self._file = open(path, "a" if append else "w", encoding="utf-8")
 
     def write(self, records: Iterable[Record]) -> None:
         self._file.write("".join(to_json_line(r) + "\n" for r in records))
@@ -67,10 +108,12 @@ class JsonlSink:
 class CsvSink:
     """CSV with the record's columns; ``top_k`` is a JSON string."""
 
-    def __init__(self, path: Path):
-        self._file = open(path, "w", encoding="utf-8", newline="")
+    def __init__(self, path: Path, append: bool = False):
+        fresh = not append or not path.exists() or path.stat().st_size == 0
+        self._file = open(path, "w" if fresh else "a", encoding="utf-8", newline="")
         self._csv = csv.writer(self._file)
-        self._csv.writerow(FIELDS)
+        if fresh:
+            self._csv.writerow(FIELDS)
 
     def write(self, records: Iterable[Record]) -> None:
         for r in records:

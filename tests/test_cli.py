@@ -175,3 +175,31 @@ def test_classify_reads_s3_sources(color_model, s3_server, tmp_path):
     records = read_records(out)
     assert {r["source"]: r["label"] for r in records} == truth
     assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_resume_continues_an_interrupted_job(color_model, color_folder, tmp_path, ext):
+    folder, truth = color_folder
+    out = tmp_path / f"labels.{ext}"
+    first = run_cli("classify", str(folder), "--model", color_model.keras_path, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    # Simulate a crash: keep 5 complete records, then half of the next line.
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = 6 if ext == "csv" else 5  # the CSV header is a line too
+    out.write_text("".join(lines[:keep]) + lines[keep][: len(lines[keep]) // 2], encoding="utf-8")
+    again = run_cli("classify", str(folder), "--model", color_model.keras_path, "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "5 images already had a record" in again.stdout
+    assert f"classified {len(truth) - 5} images" in again.stdout
+    records = read_records(out)
+    assert sorted(r["source"] for r in records) == sorted(truth)  # each image exactly once
+    assert all(r["label"] == truth[r["source"]] for r in records)
+    done = run_cli("classify", str(folder), "--model", color_model.keras_path, "--out", str(out), "--resume")
+    assert "classified 0 images" in done.stdout and len(read_records(out)) == len(truth)
+
+
+def test_resume_refuses_parquet(color_model, color_folder, tmp_path):
+    folder, _ = color_folder
+    result = run_cli("classify", str(folder), "--model", color_model.keras_path,
+                     "--out", str(tmp_path / "x.parquet"), "--resume")
+    assert result.returncode == 2 and "cannot be resumed" in result.stderr

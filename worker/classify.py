@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from bulklabel.progress import BackgroundCounter, ProgressBar
-from bulklabel.sinks import open_sink, output_format
+from bulklabel.sinks import open_sink, output_format, recorded_sources
 from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import open_reader, s3_lister
 
@@ -28,12 +28,14 @@ class ClassifyJob:
     progress: bool | None = None   # None: when stderr is a terminal
     profile: bool = False
     summary_json: str | None = None  # also write the summary as JSON here
+    resume: bool = False             # skip sources already in --out and append the rest
 
 
 def run(job: ClassifyJob) -> JobStats:
     # Everything that can be checked without the model is checked first: fail fast.
     output_format(job.out)
     check_sources(job.sources)
+    done = recorded_sources(job.out) if job.resume else set()
 
     from . import runtime
 
@@ -48,15 +50,18 @@ def run(job: ClassifyJob) -> JobStats:
     engine.warmup()
     load_seconds = time.perf_counter() - t
 
-    sink = open_sink(job.out)
-    bar = ProgressBar(enabled=job.progress, total=BackgroundCounter(iter_sources(job.sources, s3_lister())))
+    def todo():
+        return (s for s in iter_sources(job.sources, s3_lister()) if s not in done)
+
+    sink = open_sink(job.out, append=job.resume)
+    bar = ProgressBar(enabled=job.progress, total=BackgroundCounter(todo()))
     try:
-        stats = engine.run(
-            iter_sources(job.sources, s3_lister()), sink.write, lambda s: bar.update(s.images, s.errors)
-        )
+        stats = engine.run(todo(), sink.write, lambda s: bar.update(s.images, s.errors))
     finally:
         sink.close()
     bar.close(stats.images, stats.errors)
+    if job.resume:
+        print(f"resumed: {len(done)} images already had a record in {job.out} and were skipped")
     print(
         f"classified {stats.images} images ({stats.errors} errors) in {stats.seconds:.1f} s, "
         f"{stats.rate:.1f} images/s; model {model.model_id} loaded in {load_seconds:.1f} s; "

@@ -68,6 +68,9 @@ def add_classify(sub) -> None:
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="always draw the progress bar (default: only on a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted job: keep the records already in --out (.jsonl or "
+                        ".csv), skip their images, append the rest")
     g.add_argument("--profile", action="store_true", help="print time spent per stage at the end")
     g.add_argument("--summary-json", metavar="FILE",
                    help="also write the end-of-job summary (counts, seconds, images/s, stage times) as JSON")
@@ -134,7 +137,8 @@ def _classify(args: argparse.Namespace) -> int:
         sources=args.sources, model=args.model, out=args.out,
         model_options=ModelOptions(**model_values(args)),
         engine_options=EngineOptions(**engine_values(args)), threads=threads(args),
-        mixed_precision=args.mixed_precision, progress=args.progress, profile=args.profile, summary_json=args.summary_json,
+        mixed_precision=args.mixed_precision, progress=args.progress, profile=args.profile,
+        summary_json=args.summary_json, resume=args.resume,
     )
     run(job)
     return 0
