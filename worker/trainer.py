@@ -65,7 +65,6 @@ class TrainResult:
     class_names: list[str]
     image_size: tuple[int, int]
     history: list[dict]
-    frozen_layers: int = 0
     fine_tuned_layers: int = 0
 
 
@@ -271,8 +270,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     with open(os.path.join(folder, "history.json"), "w", encoding="utf-8") as f:
         json.dump({"model": os.path.basename(cfg.out), "config": asdict(cfg), "epochs": log.rows}, f, indent=2)
     plots.history_png(log.rows, os.path.join(folder, "history.png"))
-    frozen = sum(1 for layer in base.layers if not layer.trainable)
-    return TrainResult(cfg.out, keeper.best, names, final, log.rows, frozen, unfrozen)
+    return TrainResult(cfg.out, keeper.best, names, final, log.rows, fine_tuned_layers=unfrozen)
 
 
 def save(model, out: str, meta: dict) -> None:
