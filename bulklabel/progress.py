@@ -11,7 +11,8 @@ import shutil
 import sys
 import threading
 import time
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
 
 def format_duration(seconds: float) -> str:
@@ -45,7 +46,7 @@ class ProgressBar:
         label: str = "images",
         stream: TextIO | None = None,
         enabled: bool | None = None,
-        total: "BackgroundCounter | int | None" = None,
+        total: BackgroundCounter | int | None = None,
     ):
         self.stream = stream or sys.stderr
         if enabled is None:

@@ -12,7 +12,7 @@ Reliability settings (see ARCHITECTURE.md, "Delivery"):
 
 from __future__ import annotations
 
-TASK_NAME = "bulklabel.classify_chunk"
+from .settings import DEFAULT_QUEUE
 
 
 def make_app(redis_url: str, visibility_timeout: int):
@@ -46,6 +46,6 @@ def make_app(redis_url: str, visibility_timeout: int):
         worker_enable_remote_control=False,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        task_default_queue="bulklabel",
+        task_default_queue=DEFAULT_QUEUE,
     )
     return app

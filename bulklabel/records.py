@@ -6,7 +6,8 @@ order. A record with an ``error`` has ``label``/``score`` null and an empty ``to
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 FIELDS = ("source", "label", "score", "top_k", "model", "error")
 

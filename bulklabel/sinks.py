@@ -11,8 +11,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from .errors import ConfigError, MissingDependency
 from .records import FIELDS, Record

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .errors import SourceError
 

@@ -1,5 +1,5 @@
-"""The queueing side of bulklabel: listing sources, chunking them into tasks, job status.
+"""The queueing side of bulklabel: ``submit`` (listing sources, chunking them into tasks),
+``status`` (job progress) and ``results`` (merging a job's shards).
 
-It never imports TensorFlow, so it starts fast on any machine. (The distributed commands
-``submit``, ``status`` and ``results`` are being built here; ``classify`` runs embedded.)
+It never imports TensorFlow or ``worker``, so it starts fast on any machine.
 """

@@ -11,6 +11,7 @@ import hashlib
 import json
 import sys
 
+from bulklabel.chunks import is_shard, shard_prefix
 from bulklabel.errors import BulkLabelError, ConfigError
 from bulklabel.jobs import JobStore, connect
 from bulklabel.sinks import open_sink, output_format
@@ -25,7 +26,7 @@ def merge(url: str, job_id: str, out: str, partial: bool = False) -> dict:
             f"job {job_id} is {job['state']} ({job['done']}/{job['total']} images): wait for it "
             f"(bulklabel status {job_id} --watch) or pass --partial to merge what is there")
     storage = open_storage(job["dest"])
-    shards = sorted(k for k in storage.list(f"{job_id}/part-") if k.endswith(".jsonl"))
+    shards = sorted(k for k in storage.list(shard_prefix(job_id)) if is_shard(k))
     seen: set[bytes] = set()
     written = repeated = errors = 0
     sink = open_sink(out)

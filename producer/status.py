@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bulklabel.jobs import JobStore, connect
 from bulklabel.progress import ProgressBar, format_duration

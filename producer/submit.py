@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Iterable, Iterator
 
 from bulklabel import keys
+from bulklabel.chunks import TASK_NAME, ChunkMessage
 from bulklabel.errors import ConfigError
 from bulklabel.jobs import (
-    JobStore, check_job_id, connect, describe_connection_error, new_job_id, write_success,
+    JobStore,
+    check_job_id,
+    connect,
+    describe_connection_error,
+    new_job_id,
+    write_success,
 )
-from bulklabel.queue import TASK_NAME, make_app
-from bulklabel.settings import visibility_timeout
+from bulklabel.queue import make_app
+from bulklabel.settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, visibility_timeout
 from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import open_storage, s3_lister
 
@@ -28,8 +34,8 @@ class Submission:
     sources: list[str]
     dest: str
     redis_url: str
-    queue: str = "bulklabel"
-    chunk_size: int = 256
+    queue: str = DEFAULT_QUEUE
+    chunk_size: int = DEFAULT_CHUNK_SIZE
     job_id: str | None = None
 
 
@@ -107,9 +113,8 @@ def submit(sub: Submission) -> str:
         with app.producer_or_acquire() as producer:
             for number, chunk in enumerate(chunked(iter_sources(sub.sources, s3_lister()), sub.chunk_size)):
                 jobs.add_chunk(job_id, len(chunk))
-                app.send_task(TASK_NAME, kwargs={"job_id": job_id, "chunk": number, "sources": chunk,
-                                                 "dest": dest},
-                              queue=sub.queue, producer=producer)
+                message = ChunkMessage(job_id, number, tuple(chunk), dest)
+                app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer)
                 images, chunks = images + len(chunk), chunks + 1
     except BaseException as exc:
         jobs.fail(job_id, f"listing or enqueueing stopped after {images} images: {exc}")

@@ -52,8 +52,8 @@ class TrainedModel:
 def train_color_model(folder: Path, seed: int = 0) -> TrainedModel:
     import keras
 
-    from worker.decode import decode_image
-    from worker.metadata import write_metadata
+    from worker.inference.decode import decode_image
+    from worker.inference.metadata import write_metadata
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Tests for worker.decode: the single bytes → pixels path shared by training and serving.
+"""Tests for worker.inference.decode: the single bytes → pixels path shared by training and serving.
 
 Every image is made here, in memory (Pillow/numpy) or under tmp_path; real photo content
 comes from skimage.data. TensorFlow and Keras are never imported.
@@ -17,8 +17,9 @@ from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, features
 from skimage import data as skdata
 
 from bulklabel.errors import BulkLabelError, ImageError
-from worker import decode
-from worker.decode import DEFAULT_MAX_PIXELS, decode_image, load_file, resize_image, to_mode
+from bulklabel.settings import DEFAULT_MAX_PIXELS
+from worker.inference import decode
+from worker.inference.decode import decode_image, load_file, resize_image, to_mode
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 

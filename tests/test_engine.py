@@ -9,10 +9,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from bulklabel.options import EngineOptions
 from bulklabel.storage import open_reader
+from worker.inference.engine import Engine
+from worker.inference.models import load_model
+
 from conftest import CLASSES, color_photo, encoded
-from worker.engine import Engine, EngineOptions
-from worker.models import load_model
 
 
 @pytest.fixture(scope="module")

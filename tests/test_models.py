@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 
 from bulklabel.errors import ConfigError, ModelError
+from bulklabel.options import ModelOptions
+from bulklabel.settings import parse_image_size
+from worker.inference import metadata, preprocess
+from worker.inference.decode import decode_image
+from worker.inference.models import load_model
+from worker.inference.predictor import Predictor
+
 from conftest import CLASSES, IMAGE_SIZE, color_photo, encoded
-from worker import metadata, preprocess
-from worker.decode import decode_image
-from worker.models import ModelOptions, load_model, parse_image_size
-from worker.predictor import Predictor
 
 keras = pytest.importorskip("keras")
 
@@ -237,7 +240,7 @@ FAMILIES = [
 
 @pytest.mark.parametrize("family,mode", FAMILIES)
 def test_preprocess_modes_match_each_family(family, mode):
-    from worker.applications import FAMILY_PREPROCESS
+    from worker.inference.models.applications import FAMILY_PREPROCESS
 
     assert FAMILY_PREPROCESS[family] == mode
     module = getattr(keras.applications, family)
@@ -249,7 +252,7 @@ def test_preprocess_modes_match_each_family(family, mode):
 
 
 def test_every_application_name_has_a_known_family():
-    from worker.applications import FAMILY_PREPROCESS, application_names, family
+    from worker.inference.models.applications import FAMILY_PREPROCESS, application_names, family
 
     names = application_names()
     assert {"Xception", "MobileNetV2", "ResNet50", "EfficientNetB0"} <= set(names)
@@ -273,15 +276,16 @@ def test_mixed_precision_keeps_float32_scores(tmp_path, color_model):
     reference.save_weights(weights)
     script = f"""
 import numpy as np, keras
-from worker import runtime
-runtime.configure(mixed_precision=True)
-from worker.models import load_model, ModelOptions
-from worker.predictor import Predictor
+from worker.inference import runtime
+from bulklabel.options import RuntimeOptions
+runtime.configure(RuntimeOptions(mixed_precision=True))
+from worker.inference.models import load_model, ModelOptions
+from worker.inference.predictor import Predictor
 m = keras.applications.MobileNetV2(weights={weights!r}, input_shape=(96, 96, 3), classes=10)
 assert m.layers[5].compute_dtype == "float16", m.layers[5].compute_dtype
 batch = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
-from worker.models import _describe
-lm = _describe("keras:MobileNetV2", m, lambda x: m(x, training=False), (96, 96), 3, 10, "probabilities",
+from worker.inference.models.loaded import describe
+lm = describe("keras:MobileNetV2", m, lambda x: m(x, training=False), (96, 96), 3, 10, "probabilities",
                ModelOptions(preprocess="tf"), meta={{"name": "keras:MobileNetV2"}}, digest="0" * 12)
 scores = Predictor(lm, 2).predict(batch)
 assert scores.dtype == np.float32
@@ -297,14 +301,16 @@ assert any("--mixed-precision applies to keras" in w for w in saved.warnings), s
 
 
 def test_batch_size_is_chosen_for_the_device(color_model):
-    from bulklabel.storage import open_reader
-    from worker.engine import Engine, EngineOptions
-    from worker.runtime import CPU_BATCH_SIZE, default_batch_size
-
     import tensorflow as tf
+
+    from bulklabel.options import EngineOptions
+    from bulklabel.storage import open_reader
+    from worker.inference.engine import Engine
+    from worker.inference.runtime import CPU_BATCH_SIZE, default_batch_size
 
     expected = 128 if tf.config.list_logical_devices("GPU") else CPU_BATCH_SIZE
     assert default_batch_size() == expected
     engine = Engine(load_model(color_model.keras_path), open_reader(), EngineOptions())
     assert engine.predictor.batch_size == expected
-    assert Engine(load_model(color_model.keras_path), open_reader(), EngineOptions(batch_size=5)).predictor.batch_size == 5
+    chosen = Engine(load_model(color_model.keras_path), open_reader(), EngineOptions(batch_size=5))
+    assert chosen.predictor.batch_size == 5

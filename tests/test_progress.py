@@ -1,4 +1,4 @@
-"""Progress bar, background counter, durations; and settings from the environment."""
+"""Progress bar, background counter, durations."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from bulklabel import progress
-from bulklabel.errors import ConfigError
 from bulklabel.progress import BackgroundCounter, ProgressBar, format_duration
-from bulklabel.settings import env_default, env_name, positive_int
 
 
 class TTY(io.StringIO):
@@ -266,45 +264,3 @@ def test_real_clock_tight_loop_is_throttled() -> None:
         i += 1
     assert i > 100
     assert len(frames(stream.getvalue())) <= 4  # 0.25 s: at most 3 draws, plus slack
-
-
-# --- settings ---------------------------------------------------------------------------
-
-
-def test_env_name() -> None:
-    assert env_name("--batch-size") == "BULKLABEL_BATCH_SIZE"
-    assert env_name("--out") == "BULKLABEL_OUT"
-
-
-def test_env_default_reads_environment(monkeypatch) -> None:
-    monkeypatch.setenv("BULKLABEL_BATCH_SIZE", "64")
-    assert env_default("--batch-size") == "64"
-    assert env_default("--batch-size", 32) == "64"
-
-
-def test_env_default_falls_back(monkeypatch) -> None:
-    monkeypatch.delenv("BULKLABEL_BATCH_SIZE", raising=False)
-    assert env_default("--batch-size") is None
-    assert env_default("--batch-size", 32) == 32
-
-
-@pytest.mark.parametrize(
-    "text,shown", [("0", "=0"), ("-3", "=-3"), ("abc", "='abc'"), ("1.5", "='1.5'"), ("", "=''")]
-)
-def test_positive_int_rejects(text: str, shown: str) -> None:
-    with pytest.raises(ConfigError) as exc:
-        positive_int(text, "--batch-size")
-    msg = str(exc.value)
-    assert "--batch-size" in msg
-    assert "Received:" in msg
-    assert msg.endswith("--batch-size" + shown)
-
-
-def test_positive_int_rejects_none() -> None:
-    with pytest.raises(ConfigError, match="whole number"):
-        positive_int(None, "--workers")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("text,value", [("1", 1), ("64", 64), (" 8 ", 8), (3, 3)])
-def test_positive_int_accepts(text, value: int) -> None:
-    assert positive_int(text, "--batch-size") == value

@@ -11,10 +11,11 @@ import pytest
 
 from bulklabel.errors import ConfigError
 from bulklabel.sinks import read_records
+from worker.inference import metadata
+from worker.inference.models import load_model
+from worker.training.dataset import load_split
+
 from conftest import CLASSES, color_photo, encoded, run_cli
-from worker import metadata
-from worker.dataset import load_split
-from worker.models import load_model
 
 keras = pytest.importorskip("keras")
 NEW_NAMES = {"blue": "navy", "green": "emerald", "red": "crimson"}  # the new task's classes
@@ -38,14 +39,14 @@ def write_dataset(root: Path, per_class: int, seed: int, layout: str = "flat") -
 @pytest.fixture(scope="module")
 def trained(color_model, tmp_path_factory):
     """A model transferred from the colour model to a 3-class task with new names (train/ + val/)."""
-    from worker.trainer import TrainConfig, train
+    from bulklabel.options import TrainOptions
+    from worker.training.trainer import train
 
     root = tmp_path_factory.mktemp("train")
     write_dataset(root / "data", 16, seed=11, layout="split")
-    result = train(TrainConfig(
-        data=str(root / "data"), out=str(root / "model" / "palette.keras"), base=color_model.keras_path,
-        epochs=12, lr=0.05, fine_tune_layers=1, fine_tune_epochs=2, fine_tune_lr=1e-3, batch_size=8,
-        seed=3, patience=6, verbose=0))
+    result = train(str(root / "data"), str(root / "model" / "palette.keras"), TrainOptions(
+        base=color_model.keras_path, epochs=12, lr=0.05, fine_tune_layers=1, fine_tune_epochs=2,
+        fine_tune_lr=1e-3, batch_size=8, seed=3, patience=6, verbose=0))
     return root, result
 
 
@@ -85,8 +86,8 @@ def test_the_saved_model_is_the_best_epoch_not_the_last(trained):
     validation accuracy seen in training, not the last epoch's."""
     root, result = trained
     model = load_model(result.out)
-    from worker.engine import EngineOptions
-    from worker.evaluate import evaluate
+    from bulklabel.options import EngineOptions
+    from worker.training.evaluate import evaluate
 
     report = evaluate(model, str(root / "data"), EngineOptions(batch_size=8))
     assert report["images"] == 12  # the val/ split
@@ -94,7 +95,7 @@ def test_the_saved_model_is_the_best_epoch_not_the_last(trained):
 
 
 def test_best_weights_keeps_the_best_epoch_whatever_comes_after():
-    from worker.trainer import BestWeights
+    from worker.training.trainer import BestWeights
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     keeper = BestWeights()
@@ -111,17 +112,17 @@ def test_best_weights_keeps_the_best_epoch_whatever_comes_after():
 def test_application_base_two_phases_freezing_and_sizes(tmp_path):
     """ResNet50 with a weights file made here: phase 1 changes no base weight; phase 2 trains
     only the top N non-BatchNorm layers; --sizes ends at the last size."""
-    from worker.trainer import TrainConfig, train
+    from bulklabel.options import TrainOptions
+    from worker.training.trainer import train
 
     write_dataset(tmp_path / "data", 8, seed=5)
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(48, 48, 3))
     weights = str(tmp_path / "resnet50_notop.weights.h5")
     base.save_weights(weights)
     reference = {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}
-    result = train(TrainConfig(
-        data=str(tmp_path / "data"), out=str(tmp_path / "r.keras"), base="ResNet50", weights=weights,
-        sizes=[48, 64], epochs=1, fine_tune_layers=12, fine_tune_epochs=1, fine_tune_lr=1e-4,
-        batch_size=8, augment=True, seed=2, verbose=0))
+    result = train(str(tmp_path / "data"), str(tmp_path / "r.keras"), TrainOptions(
+        base="ResNet50", weights=weights, sizes=[48, 64], epochs=1, fine_tune_layers=12,
+        fine_tune_epochs=1, fine_tune_lr=1e-4, batch_size=8, augment=True, seed=2, verbose=0))
     assert [(r["phase"], r["size"][0]) for r in result.history] == [
         ("feature-extraction", 48), ("fine-tuning", 48), ("fine-tuning", 64)]
     saved = keras.saving.load_model(result.out)
@@ -143,14 +144,15 @@ def test_application_base_two_phases_freezing_and_sizes(tmp_path):
 
 
 def test_same_seed_same_model(color_model, tmp_path):
-    from worker.trainer import TrainConfig, train
+    from bulklabel.options import TrainOptions
+    from worker.training.trainer import train
 
     write_dataset(tmp_path / "data", 6, seed=8)
     runs = []
     for name in ("a", "b"):
-        result = train(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / name / "m.keras"),
-                                   base=color_model.keras_path, epochs=2, fine_tune_layers=1,
-                                   fine_tune_epochs=1, batch_size=4, seed=21, verbose=0))
+        result = train(str(tmp_path / "data"), str(tmp_path / name / "m.keras"),
+                       TrainOptions(base=color_model.keras_path, epochs=2, fine_tune_layers=1,
+                                    fine_tune_epochs=1, batch_size=4, seed=21, verbose=0))
         runs.append(keras.saving.load_model(result.out).get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
 
@@ -201,7 +203,7 @@ def test_evaluate_agrees_with_classify_output(trained, tmp_path):
 
 
 def test_h5_output_keeps_its_metadata_inside_and_beside(trained, tmp_path):
-    from worker.trainer import save
+    from worker.training.trainer import save
 
     root, result = trained
     model = keras.saving.load_model(result.out)

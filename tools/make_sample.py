@@ -26,7 +26,7 @@ CLASSES = sorted(BASE_PHOTOS)
 
 
 def training_set(per_class: int, seed: int):
-    from worker.decode import decode_image
+    from worker.inference.decode import decode_image
 
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -42,7 +42,7 @@ def training_set(per_class: int, seed: int):
 def train_model(out: str, per_class: int, epochs: int, seed: int) -> float:
     import keras
 
-    from worker.metadata import write_metadata
+    from worker.inference.metadata import write_metadata
 
     keras.utils.set_random_seed(seed)
     x, y = training_set(per_class, seed)

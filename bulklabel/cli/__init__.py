@@ -1,9 +1,11 @@
-"""The ``bulklabel`` command line.
+"""The ``bulklabel`` command line: the composition root.
 
+This package is the only place that imports both ``worker`` and ``producer``, and it does so
+lazily, inside each command's handler, so the light commands never pay for TensorFlow.
 Each command lives with its kind: ``local`` (classify, train, evaluate: in this process) and
-``distributed`` (worker, submit, status, results). Each handler imports what it needs when it
-runs, so the light commands never pay for TensorFlow. Every option can also come from
-``BULKLABEL_<OPTION>`` in the environment (see ``bulklabel.settings``).
+``distributed`` (worker, submit, status, results). Options are declared once, in
+``bulklabel.options``, and composed here; every one can also come from
+``BULKLABEL_<OPTION>`` in the environment.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import BulkLabelError

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..settings import env_default, positive_int
-from .options import (
-    add_engine_options, add_model_options, add_redis_option, engine_values, model_values, threads,
-)
+from .. import settings
+from ..options import EngineOptions, ModelOptions, Option, RuntimeOptions, add_options, from_args
+from ..options.distributed import CHUNK_SIZE, DEST, GPUS, JOB_ID, JSON, PROGRESS, QUEUE, REDIS, WAIT
+from ..options.inference import MODEL
 
 WORKER_HELP = """\
 Run a worker: load the model once per process, warm it up, then label the chunks that
@@ -50,16 +50,21 @@ examples:
 """
 
 
+WATCH = Option(("--watch",), switch=True, default=False, parse=settings.boolean, env=None,
+               help="refresh until the job ends")
+RESULTS_OUT = Option(("--out", "-o"), metavar="FILE", required=True, env=None,
+                     help="output .jsonl, .csv or .parquet")
+PARTIAL = Option(("--partial",), switch=True, default=False, parse=settings.boolean, env=None,
+                 help="merge what exists even if the job is not done")
+
+
 def add_worker(sub) -> None:
     p = sub.add_parser("worker", help="label queued chunks: one process per GPU",
                        description=WORKER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_options(p)
-    add_engine_options(p)
-    g = p.add_argument_group("worker")
-    g.add_argument("--gpus", default=env_default("--gpus", "auto"),
-                   help="auto (every visible GPU, else one CPU process), none (CPU), or ids like 0,1")
-    g.add_argument("--queue", "-Q", default=env_default("--queue", "bulklabel"), help="queue to consume")
-    add_redis_option(g)
+    add_options(p, MODEL, ModelOptions, title="model")
+    add_options(p, EngineOptions, title="engine")
+    add_options(p, RuntimeOptions, title="TensorFlow")
+    add_options(p, GPUS, QUEUE, REDIS, title="worker")
     p.set_defaults(run=_worker)
 
 
@@ -67,21 +72,7 @@ def add_submit(sub) -> None:
     p = sub.add_parser("submit", help="queue a job for the workers",
                        description=SUBMIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--out", "-o", required=env_default("--dest") is None, default=env_default("--dest"),
-                   metavar="DEST", help="local folder or s3://bucket/prefix for the results")
-    p.add_argument("--queue", "-Q", default=env_default("--queue", "bulklabel"),
-                   help="queue of the workers serving the model you want (default bulklabel)")
-    p.add_argument("--chunk-size", default=env_default("--chunk-size", "256"), metavar="N",
-                   help="images per task (default 256)")
-    p.add_argument("--job-id", default=None, metavar="ID",
-                   help="name the job (letters, digits, . _ -); refused if it exists")
-    p.add_argument("--wait", action="store_true",
-                   help="show progress (done/total, errors, images/s, ETA) until the job ends; "
-                        "exit 1 if it failed")
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="with --wait: always draw the progress bar (default: only on a terminal)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
-    add_redis_option(p)
+    add_options(p, DEST, QUEUE, CHUNK_SIZE, JOB_ID, WAIT, PROGRESS, REDIS)
     p.set_defaults(run=_submit)
 
 
@@ -89,10 +80,7 @@ def add_status(sub) -> None:
     p = sub.add_parser("status", help="show a job's progress",
                        description="Show a job's state, counts, speed, models and workers.")
     p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object (job_id, state, total, done, errors, ...)")
-    p.add_argument("--watch", action="store_true", help="refresh until the job ends")
-    add_redis_option(p)
+    add_options(p, JSON, WATCH, REDIS)
     p.set_defaults(run=_status)
 
 
@@ -101,38 +89,34 @@ def add_results(sub) -> None:
                        description="Merge DEST/<job_id>/part-*.jsonl into one .jsonl, .csv or .parquet "
                                    "file with exactly one record per image.")
     p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--out", "-o", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
-    p.add_argument("--partial", action="store_true", help="merge what exists even if the job is not done")
-    add_redis_option(p)
+    add_options(p, RESULTS_OUT, PARTIAL, REDIS)
     p.set_defaults(run=_results)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from ..settings import max_deliveries, redis_url, visibility_timeout
-    from worker.service import WorkerConfig
-    from worker.supervisor import Supervisor, detect_gpus
+    from worker.serving.process import WorkerConfig
+    from worker.serving.supervisor import Supervisor, detect_gpus
 
     config = WorkerConfig(
-        model=args.model, queue=args.queue, redis_url=redis_url(args.redis),
-        visibility_timeout=visibility_timeout(), max_deliveries=max_deliveries(),
-        threads=threads(args), mixed_precision=args.mixed_precision, model_options=model_values(args),
-        **engine_values(args),
+        model=MODEL.value(args), queue=QUEUE.value(args), redis_url=REDIS.value(args),
+        visibility_timeout=settings.visibility_timeout(), max_deliveries=settings.max_deliveries(),
+        model_options=from_args(ModelOptions, args), engine=from_args(EngineOptions, args),
+        runtime=from_args(RuntimeOptions, args),
     )
-    return Supervisor(config, detect_gpus(args.gpus)).run()
+    return Supervisor(config, detect_gpus(GPUS.value(args))).run()
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from ..settings import redis_url
     from producer.status import wait
     from producer.submit import Submission, submit
 
-    url = redis_url(args.redis)
-    job_id = submit(Submission(sources=args.sources, dest=args.out, redis_url=url, queue=args.queue,
-                               chunk_size=positive_int(args.chunk_size, "--chunk-size"),
-                               job_id=args.job_id))
+    url = REDIS.value(args)
+    job_id = submit(Submission(sources=args.sources, dest=DEST.value(args), redis_url=url,
+                               queue=QUEUE.value(args), chunk_size=CHUNK_SIZE.value(args),
+                               job_id=JOB_ID.value(args)))
     code = 0
-    if args.wait:
-        job = wait(url, job_id, progress=args.progress)
+    if WAIT.value(args):
+        job = wait(url, job_id, progress=PROGRESS.value(args))
         print(f"job {job_id} {job['state']}: {job['done']} images, {job['errors']} errors, "
               f"{job['seconds']:.1f} s, {job['images_per_second']} images/s", file=sys.stderr)
         code = 0 if job["state"] == "done" else 1
@@ -141,16 +125,15 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ..settings import redis_url
     from producer.status import status
 
-    job = status(redis_url(args.redis), args.job_id, as_json=args.json, watch=args.watch)
+    job = status(REDIS.value(args), args.job_id, as_json=JSON.value(args),
+                 watch=WATCH.value(args))
     return 1 if job["state"] == "failed" else 0
 
 
 def _results(args: argparse.Namespace) -> int:
-    from ..settings import redis_url
     from producer.results import merge
 
-    merge(redis_url(args.redis), args.job_id, args.out, partial=args.partial)
+    merge(REDIS.value(args), args.job_id, RESULTS_OUT.value(args), partial=PARTIAL.value(args))
     return 0

@@ -11,7 +11,8 @@ the engine only ever sees ``read(location) -> bytes``.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from ..errors import ConfigError
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import ClassVar, Iterator
+from collections.abc import Iterator
+from typing import ClassVar
 
 from . import safe_key
 
 
 class MemoryStorage:
-    _named: ClassVar[dict[str, "MemoryStorage"]] = {}
+    _named: ClassVar[dict[str, MemoryStorage]] = {}
 
     def __init__(self, name: str = "memory://"):
         self.name = name
@@ -17,7 +18,7 @@ class MemoryStorage:
         self._lock = threading.Lock()
 
     @classmethod
-    def named(cls, url: str) -> "MemoryStorage":
+    def named(cls, url: str) -> MemoryStorage:
         return cls._named.setdefault(url, cls(url))
 
     def read(self, key: str) -> bytes:

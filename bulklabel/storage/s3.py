@@ -12,7 +12,7 @@ latency), so the client's connection pool is sized to the concurrency; throttlin
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import ConfigError, ImageError
 from ..sources import has_image_extension

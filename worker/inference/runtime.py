@@ -1,13 +1,16 @@
 """Process-wide TensorFlow settings, applied before TensorFlow initialises.
 
-Call ``configure`` before the first model is loaded: thread pools and GPU memory growth
-cannot be changed once TensorFlow has started.
+``configure`` is called once per process, by its entry point (the command line's local
+commands, a worker process's ``main``), before the first model is loaded: thread pools and
+GPU memory growth cannot be changed once TensorFlow has started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+
+from bulklabel.options import RuntimeOptions
 
 
 @contextlib.contextmanager
@@ -50,18 +53,20 @@ def default_batch_size() -> int:
     return CPU_BATCH_SIZE
 
 
-def configure(threads: int | None = None, mixed_precision: bool = False) -> None:
-    """Start TensorFlow quietly, bound its CPU threads (None: its default) and let GPU
-    memory grow on demand. Set TF_CPP_MIN_LOG_LEVEL yourself to see its start-up logs.
-    ``mixed_precision`` builds models in float16 with float32 variables (fast on GPUs
-    with tensor cores); scores are always returned as float32."""
+def configure(options: RuntimeOptions | None = None) -> None:
+    """Start TensorFlow quietly, bound its CPU threads (``tf_threads``; None: its default) and
+    let GPU memory grow on demand. Set TF_CPP_MIN_LOG_LEVEL yourself to see its start-up logs.
+    ``mixed_precision`` builds models in float16 with float32 variables (fast on GPUs with
+    tensor cores); scores are always returned as float32."""
+    options = options or RuntimeOptions()
+    threads = options.tf_threads
     quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     with _stderr_silenced(quiet):
         import keras
 
-        if mixed_precision:
+        if options.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         if keras.backend.backend() != "tensorflow":
             return

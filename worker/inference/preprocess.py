@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from bulklabel.errors import ConfigError
-
-MODES = ("none", "rescale", "tf", "caffe", "torch")
+from bulklabel.settings import PREPROCESS_MODES as MODES
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -34,36 +33,30 @@ def check_mode(mode: str, channels: int = 3) -> str:
     return mode
 
 
+def _preprocess(x, mode: str, flip, constant):
+    """The modes, written once over the two array libraries' own flip and constant."""
+    if mode == "none":
+        return x
+    if mode == "rescale":
+        return x / 255.0
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "caffe":
+        return flip(x) - constant(_CAFFE_MEAN_BGR)
+    if mode == "torch":
+        return (x / 255.0 - constant(_TORCH_MEAN)) / constant(_TORCH_STD)
+    raise ConfigError(f"unknown preprocessing {mode!r}")
+
+
 def apply(x, mode: str):
     """Preprocess a float32 batch ``x`` (N, H, W, C) with keras.ops (any backend)."""
     from keras import ops
 
-    if mode == "none":
-        return x
-    if mode == "rescale":
-        return x / 255.0
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "caffe":
-        return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
-    if mode == "torch":
-        mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
-        std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
-        return (x / 255.0 - mean) / std
-    raise ConfigError(f"unknown preprocessing {mode!r}")
+    return _preprocess(x, mode, lambda t: ops.flip(t, axis=-1),
+                       lambda v: ops.convert_to_tensor(v, dtype=x.dtype))
 
 
 def apply_numpy(x: np.ndarray, mode: str) -> np.ndarray:
     """The same as ``apply`` in NumPy (reference for tests and for tools without a model)."""
-    x = x.astype(np.float32)
-    if mode == "none":
-        return x
-    if mode == "rescale":
-        return x / 255.0
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "caffe":
-        return x[..., ::-1] - np.array(_CAFFE_MEAN_BGR, np.float32)
-    if mode == "torch":
-        return (x / 255.0 - np.array(_TORCH_MEAN, np.float32)) / np.array(_TORCH_STD, np.float32)
-    raise ConfigError(f"unknown preprocessing {mode!r}")
+    return _preprocess(x.astype(np.float32), mode, lambda t: t[..., ::-1],
+                       lambda v: np.array(v, np.float32))

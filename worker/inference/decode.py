@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bulklabel.errors import ImageError
+from bulklabel.settings import DEFAULT_MAX_PIXELS
 
-DEFAULT_MAX_PIXELS = 90_000_000
 RESIZE_METHOD = "bilinear"  # recorded in model metadata by the trainer
 
 # Our own limit (``max_pixels``) is checked against the header before decoding, so

@@ -9,15 +9,16 @@ DATA is a folder of class subfolders; with ``train/`` and ``val/``, ``val/`` is 
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from bulklabel.errors import ConfigError
+from bulklabel.options import EngineOptions
 from bulklabel.records import Record
 from bulklabel.storage import open_reader
 
+from ..inference.engine import Engine
+from ..inference.models import LoadedModel
 from .dataset import scan
-from .engine import Engine, EngineOptions
-from .models import LoadedModel
 
 ERROR_COLUMN = "error"
 OTHER_COLUMN = "other"

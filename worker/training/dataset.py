@@ -5,7 +5,7 @@ DATA is a folder (or ``s3://bucket/prefix``) with one subfolder per class — th
 subfolders of that shape. Without a validation folder, a seeded split stratified by class
 holds out ``val_split`` of each class.
 
-Batches are decoded with ``worker.decode.decode_image`` — the function the engine uses —
+Batches are decoded with ``worker.inference.decode.decode_image`` — the function the engine uses —
 so training and serving see the same pixels; augmentation (Keras preprocessing layers)
 applies to training batches only, before the model's preprocessing.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -25,8 +25,9 @@ from bulklabel.errors import ConfigError, ImageError
 from bulklabel.sources import walk_images
 from bulklabel.storage import open_reader
 
-from . import preprocess
-from .decode import decode_image
+from ..inference import preprocess
+from ..inference.decode import decode_image
+from ..inference.engine import usable_cores
 
 VAL_FOLDERS = ("val", "validation")
 
@@ -149,7 +150,7 @@ def make_batches(files: LabeledFiles, size: tuple[int, int], mode: str, batch_si
             if shuffle:
                 self.rng.shuffle(self.order)
             self.reader = open_reader()
-            self.pool = ThreadPoolExecutor(threads or max(2, os.cpu_count() or 2), "bulklabel-train")
+            self.pool = ThreadPoolExecutor(threads or max(2, usable_cores()), "bulklabel-train")
             self.cache = cache  # None: decode every epoch (datasets too big to keep)
             self.bad: dict[str, str] = {}
 

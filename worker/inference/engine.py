@@ -18,18 +18,19 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from bulklabel import records
 from bulklabel.errors import ImageError
+from bulklabel.options import EngineOptions
 from bulklabel.records import Record
 from bulklabel.storage import SourceReader
 
-from .decode import DEFAULT_MAX_PIXELS, decode_image
+from .decode import decode_image
 from .models import LoadedModel
 from .predictor import Predictor, ranked, top_k
 
@@ -44,16 +45,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-@dataclass
-class EngineOptions:
-    batch_size: int = 0       # 0: chosen for the device (runtime.default_batch_size)
-    top_k: int = 5
-    decode_threads: int = 0   # 0: one per core
-    io_threads: int = 0       # 0: as the reader advises (inline for local files, many for S3)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def resolved_decode_threads(self) -> int:
-        return self.decode_threads or max(2, usable_cores())
+def decode_threads(options: EngineOptions) -> int:
+    """Decode threads to run: as asked, else one per usable core (at least 2)."""
+    return options.decode_threads or max(2, usable_cores())
 
 
 @dataclass
@@ -80,11 +74,12 @@ class Engine:
     def __init__(self, model: LoadedModel, reader: SourceReader, options: EngineOptions | None = None):
         self.model = model
         self.reader = reader
-        self.options = options or EngineOptions()
-        if not self.options.batch_size:
+        options = options or EngineOptions()
+        if not options.batch_size:
             from .runtime import default_batch_size
 
-            self.options.batch_size = default_batch_size()
+            options = replace(options, batch_size=default_batch_size())
+        self.options = options
         self.predictor = Predictor(model, self.options.batch_size)
         self._lock = threading.Lock()
 
@@ -103,9 +98,9 @@ class Engine:
         io_threads = opts.io_threads
         if not io_threads and first is not None and hasattr(self.reader, "io_threads_for"):
             io_threads = self.reader.io_threads_for(first)
-        decode_pool = ThreadPoolExecutor(opts.resolved_decode_threads(), "bulklabel-decode")
+        decode_pool = ThreadPoolExecutor(decode_threads(opts), "bulklabel-decode")
         io_pool = ThreadPoolExecutor(io_threads, "bulklabel-read") if io_threads else None
-        max_inflight = 2 * opts.batch_size + io_threads + opts.resolved_decode_threads()
+        max_inflight = 2 * opts.batch_size + io_threads + decode_threads(opts)
         batch = self.predictor.new_batch()
         inflight: deque[tuple[str, Future]] = deque()
         pending: list[tuple[str, int | str]] = []  # (source, batch row) or (source, error reason)

@@ -1,6 +1,6 @@
 """One worker process: pinned device, model loaded once, Celery consuming one chunk at a time.
 
-Started by the supervisor (``worker.supervisor``) with ``CUDA_VISIBLE_DEVICES`` already set
+Started by the supervisor (``worker.serving.supervisor``) with ``CUDA_VISIBLE_DEVICES`` already set
 in its environment, so TensorFlow only ever sees its own GPU. Runs Celery's solo pool: the
 task runs in this process's main thread, next to the model, with no fork after TensorFlow
 started. SIGTERM is Celery's warm shutdown: the current chunk finishes, then the process
@@ -16,38 +16,42 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from bulklabel import keys
+from bulklabel.options import EngineOptions, ModelOptions, RuntimeOptions
 from bulklabel.settings import redact_url
 
 log = logging.getLogger("bulklabel.worker")
 HEARTBEAT_SECONDS = 10
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerConfig:
+    """Everything one worker process needs: the option sets as given, and where to serve."""
+
     model: str
     queue: str
     redis_url: str
     visibility_timeout: int
     max_deliveries: int
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     device: str = "cpu"                 # 'cpu' or the GPU this process is pinned to
-    threads: int | None = None
-    mixed_precision: bool = False
-    batch_size: int = 0
-    io_threads: int = 0
-    top_k: int = 5
-    decode_threads: int = 0
-    max_pixels: int = 90_000_000
-    model_options: dict = field(default_factory=dict)
+
+    def on(self, device: str) -> WorkerConfig:
+        return replace(self, device=device)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "WorkerConfig":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str) -> WorkerConfig:
+        data = json.loads(text)
+        return cls(**{**data, "model_options": ModelOptions(**data["model_options"]),
+                      "engine": EngineOptions(**data["engine"]),
+                      "runtime": RuntimeOptions(**data["runtime"])})
 
 
 def worker_name(config: WorkerConfig) -> str:
@@ -59,18 +63,14 @@ def serve(config: WorkerConfig) -> int:
     from bulklabel.queue import make_app
     from bulklabel.storage import open_reader
 
-    from . import runtime
-    from .engine import Engine, EngineOptions
-    from .models import ModelOptions, load_model
+    from ..inference.engine import Engine
+    from ..inference.models import load_model
     from .tasks import WorkerContext, register
 
     name = worker_name(config)
-    runtime.configure(config.threads, config.mixed_precision)
     t = time.perf_counter()
-    model = load_model(config.model, ModelOptions(**config.model_options))
-    engine = Engine(model, open_reader(config.io_threads), EngineOptions(
-        batch_size=config.batch_size, top_k=config.top_k, decode_threads=config.decode_threads,
-        io_threads=config.io_threads, max_pixels=config.max_pixels))
+    model = load_model(config.model, config.model_options)
+    engine = Engine(model, open_reader(config.engine.io_threads), config.engine)
     engine.warmup()
     for note in model.warnings:
         log.warning("note: %s", note)
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s [{config.device} pid {os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
     try:
+        from ..inference import runtime
+
+        runtime.configure(config.runtime)  # this process's one runtime set-up, before the model
         return serve(config)
     except BulkLabelError as exc:
         print(f"bulklabel: error: {exc}", file=sys.stderr)

@@ -11,7 +11,7 @@ With several ``sizes`` the model is trained at the first size (both phases), the
 at each larger size with the weights carried over and fine-tuned again: small first, then
 large. Within each size, the weights of the epoch with the best validation accuracy are
 kept, so the saved model is the best one, not the last. The saved model carries its class
-names, preprocessing and input size (``worker.metadata``), so ``classify`` and ``worker``
+names, preprocessing and input size (``worker.inference.metadata``), so ``classify`` and ``worker``
 serve it with no flags.
 """
 
@@ -21,41 +21,21 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from bulklabel.errors import ConfigError, ModelError
+from bulklabel.options import TrainOptions
 
-from . import applications, metadata, plots, preprocess
+from ..inference import metadata, preprocess
+from ..inference.decode import RESIZE_METHOD
+from ..inference.models import applications
+from ..inference.models.keras_file import load_keras
+from . import plots
 from .dataset import augmentation, load_split, make_batches
-from .decode import RESIZE_METHOD
 
 CACHE_BYTES = 2 * 1024**3  # decoded training images are kept in memory up to this size
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    base: str = "Xception"
-    weights: str = "imagenet"          # imagenet | none | FILE (application bases)
-    sizes: list[int] = field(default_factory=list)   # empty: the base's default size
-    epochs: int = 10
-    lr: float = 1e-3
-    dropout: float = 0.2
-    fine_tune_layers: int = 30
-    fine_tune_epochs: int = 10
-    fine_tune_lr: float = 1e-5
-    augment: bool = True
-    batch_size: int = 32
-    val_split: float = 0.2
-    seed: int = 1337
-    patience: int = 4
-    preprocess: str | None = None     # for a saved-model base without metadata
-    unsafe: bool = False
-    threads: int = 0                  # decode threads
-    verbose: int | None = None        # Keras fit verbosity; None: bar on a terminal, else a line per epoch
 
 
 @dataclass
@@ -114,16 +94,15 @@ class HistoryLog:
         return Log()
 
 
-def _resolve_base(cfg: TrainConfig):
+def _resolve_base(cfg: TrainOptions):
     """(builder(size) → base model, preprocess mode, readable base name, () → default size)."""
     if os.path.exists(cfg.base) or cfg.base.endswith((".keras", ".h5")):
         return _saved_base(cfg)
     name = cfg.base[len("keras:"):] if cfg.base.startswith("keras:") else cfg.base
     fn = applications.application(name)
     mode = cfg.preprocess or applications.preprocess_mode(name)
-    weights = {"imagenet": "imagenet", "none": None}.get(cfg.weights.lower(), cfg.weights)
-    if weights not in ("imagenet", None) and not os.path.isfile(weights):
-        raise ConfigError(f"--weights file not found: {cfg.weights!r}")
+    weights = applications.resolve_weights(cfg.weights)
+
     def default():
         return fn(weights=None, include_top=True).input_shape[1]
 
@@ -131,22 +110,19 @@ def _resolve_base(cfg: TrainConfig):
         try:
             return fn(include_top=False, weights=weights if first else None, input_shape=(*size, 3))
         except Exception as exc:
-            raise ModelError(f"cannot build {name} at {size[0]}x{size[1]} with weights {cfg.weights!r}: {exc}") from None
+            raise ModelError(f"cannot build {name} at {size[0]}x{size[1]} with weights "
+                             f"{cfg.weights or 'imagenet'!r}: {exc}") from None
 
     return build, mode, name, default
 
 
-def _saved_base(cfg: TrainConfig):
+def _saved_base(cfg: TrainOptions):
     """A saved classifier cut below its head: everything up to its last feature map."""
     import keras
 
     if not os.path.exists(cfg.base):
         raise ModelError(f"base model not found: {cfg.base!r}")
-    try:
-        model = keras.saving.load_model(cfg.base, compile=False, safe_mode=not cfg.unsafe)
-    except Exception as exc:
-        raise ModelError(f"cannot load the base model {cfg.base!r}: {exc} "
-                         "(pass --unsafe-model only if you trust it)") from None
+    model = load_keras(cfg.base, cfg.unsafe, what="the base model")
     feature = None
     for layer in reversed(model.layers):
         try:
@@ -200,22 +176,23 @@ def unfreeze_top(base, count: int) -> int:
     return unfrozen
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(data: str, out: str, cfg: TrainOptions) -> TrainResult:
+    """Train on DATA (class folders) and save the best model to ``out`` with its metadata."""
     import keras
 
-    _check(cfg)
+    _check(out, cfg)
     keras.utils.set_random_seed(cfg.seed)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()  # same seed, same model
-    train_files, val_files = load_split(cfg.data, cfg.val_split, cfg.seed)
+    train_files, val_files = load_split(data, cfg.val_split, cfg.seed)
     names = train_files.class_names
     print(f"bulklabel: {len(train_files)} training and {len(val_files)} validation images, "
           f"{len(names)} classes: {', '.join(names)}", file=sys.stderr)
     build, mode, base_name, default_size = _resolve_base(cfg)
     preprocess.check_mode(mode)
-    sizes = [(s, s) for s in (cfg.sizes or [default_size()])]
+    sizes = [(s, s) for s in (cfg.stage_sizes() or [default_size()])]
     log, keeper, model, base = HistoryLog(), BestWeights(), None, None
     augment = augmentation(cfg.seed) if cfg.augment else None
     unfrozen = 0
@@ -229,8 +206,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             model.set_weights(previous.get_weights())  # same architecture, larger input
         cache = {} if (len(train_files) + len(val_files)) * size[0] * size[1] * 3 <= CACHE_BYTES else None
         train_batches = make_batches(train_files, size, mode, cfg.batch_size, augment, shuffle=True,
-                                     seed=cfg.seed + stage, threads=cfg.threads, cache=cache)
-        val_batches = make_batches(val_files, size, mode, cfg.batch_size, threads=cfg.threads,
+                                     seed=cfg.seed + stage, threads=cfg.decode_threads, cache=cache)
+        val_batches = make_batches(val_files, size, mode, cfg.batch_size, threads=cfg.decode_threads,
                                    cache={} if cache is not None else None)
         keeper = BestWeights()
         phases = []
@@ -260,17 +237,18 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     final = sizes[-1]
     meta = {
-        "name": os.path.splitext(os.path.basename(cfg.out))[0], "class_names": names,
+        "name": os.path.splitext(os.path.basename(out))[0], "class_names": names,
         "preprocess": mode, "image_size": list(final), "resize": RESIZE_METHOD, "base": base_name,
         "training": {"sizes": [s[0] for s in sizes], "best_val_accuracy": keeper.best,
                      "seed": cfg.seed, "seconds": round(time.time() - started, 1)},
     }
-    save(model, cfg.out, meta)
-    folder = os.path.dirname(os.path.abspath(cfg.out))
+    save(model, out, meta)
+    folder = os.path.dirname(os.path.abspath(out))
+    config = {"data": data, "out": out, **asdict(cfg)}
     with open(os.path.join(folder, "history.json"), "w", encoding="utf-8") as f:
-        json.dump({"model": os.path.basename(cfg.out), "config": asdict(cfg), "epochs": log.rows}, f, indent=2)
+        json.dump({"model": os.path.basename(out), "config": config, "epochs": log.rows}, f, indent=2)
     plots.history_png(log.rows, os.path.join(folder, "history.png"))
-    return TrainResult(cfg.out, keeper.best, names, final, log.rows, fine_tuned_layers=unfrozen)
+    return TrainResult(out, keeper.best, names, final, log.rows, fine_tuned_layers=unfrozen)
 
 
 def save(model, out: str, meta: dict) -> None:
@@ -283,9 +261,11 @@ def save(model, out: str, meta: dict) -> None:
         metadata.write_metadata(out, meta)
 
 
-def _check(cfg: TrainConfig) -> None:
-    if not cfg.out.lower().endswith((".keras", ".h5", ".hdf5")):
-        raise ConfigError(f"--out must end in .keras (or .h5 for the legacy format). Received: {cfg.out!r}")
+def _check(out: str, cfg: TrainOptions) -> None:
+    if not out.lower().endswith((".keras", ".h5", ".hdf5")):
+        raise ConfigError(f"--out must end in .keras (or .h5 for the legacy format). Received: {out!r}")
+    if cfg.sizes and cfg.image_size:
+        raise ConfigError("give --image-size N or --sizes N,M, not both")
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -293,8 +273,8 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("--fine-tune-layers and --fine-tune-epochs cannot be negative")
     if not 0 <= cfg.dropout < 1:
         raise ConfigError(f"--dropout must be in [0, 1). Received: {cfg.dropout}")
-    if any(s < 32 for s in cfg.sizes):
-        raise ConfigError(f"sizes must be at least 32 pixels. Received: {cfg.sizes}")
+    if any(s < 32 for s in cfg.stage_sizes()):
+        raise ConfigError(f"sizes must be at least 32 pixels. Received: {cfg.stage_sizes()}")
     if cfg.fine_tune_layers and cfg.fine_tune_lr >= cfg.lr:
         print(f"bulklabel: note: --fine-tune-lr {cfg.fine_tune_lr:g} is not lower than --lr {cfg.lr:g}; "
               "fine-tuning usually wants it 10-100x lower", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The Celery task: label one chunk of image locations and write its shard.
 
-Per delivery of chunk ``c`` of job ``j``:
+The message is a ``bulklabel.chunks.ChunkMessage`` (validated, versioned). Per delivery of
+chunk ``c`` of job ``j``:
 
 1. record the delivery in Redis (``start_chunk``); a chunk already counted is a duplicate
    delivery and is dropped; a chunk delivered more than ``BULKLABEL_MAX_DELIVERIES`` times
@@ -18,23 +19,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bulklabel import records
-from bulklabel.jobs import JobNotFound, JobStore, check_job_id, write_success
-from bulklabel.queue import TASK_NAME
+from bulklabel.chunks import TASK_NAME, ChunkMessage, MessageError
+from bulklabel.jobs import JobNotFound, JobStore, write_success
 from bulklabel.sinks import jsonl_bytes
 from bulklabel.storage import Storage, open_storage
 
-from .engine import Engine
+from ..inference.engine import Engine
 
 log = logging.getLogger("bulklabel.worker")
-
-
-def shard_key(job_id: str, chunk: int) -> str:
-    return f"{job_id}/part-{chunk:06d}.jsonl"
-
 
 @dataclass
 class WorkerContext:
@@ -59,17 +56,21 @@ class WorkerContext:
 
 def register(app, ctx: WorkerContext):
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def classify_chunk(self, job_id: str, chunk: int, sources: list, dest: str) -> None:
-        process_chunk(ctx, job_id, chunk, sources, dest)
+    def classify_chunk(self, **fields) -> None:
+        try:
+            message = ChunkMessage.from_json(fields)
+        except MessageError as exc:
+            log.error("dropping a task message (job %r, chunk %r): %s",
+                      fields.get("job_id"), fields.get("chunk"), exc)
+            return
+        process_chunk(ctx, message)
 
     return classify_chunk
 
 
-def process_chunk(ctx: WorkerContext, job_id: Any, chunk: Any, sources: Any, dest: Any) -> str:
+def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
     """Returns what happened: 'labeled', 'abandoned', 'duplicate' or 'dropped'."""
-    if not _valid(job_id, chunk, sources, dest):
-        log.error("dropping a malformed task message (job %r, chunk %r)", job_id, chunk)
-        return "dropped"
+    job_id, chunk, sources = message.job_id, message.chunk, message.sources
     try:
         deliveries, counted = ctx.jobs.start_chunk(job_id, chunk, ctx.name)
     except JobNotFound as exc:
@@ -91,9 +92,9 @@ def process_chunk(ctx: WorkerContext, job_id: Any, chunk: Any, sources: Any, des
         ctx.engine.run(sources, out.extend)
         outcome = "labeled"
     errors = sum(1 for r in out if r["error"])
-    storage = ctx.storage(dest)
-    _retrying(lambda: storage.write(shard_key(job_id, chunk), jsonl_bytes(out)),
-              f"writing {storage.url(shard_key(job_id, chunk))}", ctx.retry_for)
+    storage = ctx.storage(message.dest)
+    _retrying(lambda: storage.write(message.shard_key, jsonl_bytes(out)),
+              f"writing {storage.url(message.shard_key)}", ctx.retry_for)
     _, completed = _retrying(
         lambda: ctx.jobs.complete_chunk(job_id, chunk, len(out), errors, ctx.model_id),
         "recording progress in Redis", ctx.retry_for)
@@ -103,15 +104,6 @@ def process_chunk(ctx: WorkerContext, job_id: Any, chunk: Any, sources: Any, des
         summary = _retrying(lambda: write_success(ctx.jobs, storage, job_id), "writing _SUCCESS", ctx.retry_for)
         log.info("job %s done: %s images, %s errors", job_id, summary["done"], summary["errors"])
     return outcome
-
-
-def _valid(job_id, chunk, sources, dest) -> bool:
-    try:
-        check_job_id(job_id)
-    except Exception:
-        return False
-    return (isinstance(chunk, int) and chunk >= 0 and isinstance(dest, str) and dest
-            and isinstance(sources, list) and all(isinstance(s, str) for s in sources))
 
 
 def _retrying(action: Callable[[], Any], what: str, patience: float) -> Any:

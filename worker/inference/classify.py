@@ -1,4 +1,7 @@
-"""``bulklabel classify``: the embedded job, one process, no services."""
+"""``bulklabel classify``: the embedded job, one process, no services.
+
+The caller configures the runtime first (``runtime.configure``, once per process).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,13 @@ import sys
 import time
 from dataclasses import dataclass
 
+from bulklabel.options import EngineOptions, ModelOptions
 from bulklabel.progress import BackgroundCounter, ProgressBar
 from bulklabel.sinks import open_sink, output_format, recorded_sources
 from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import open_reader, s3_lister
 
-from .engine import Engine, EngineOptions, JobStats
-from .models import ModelOptions
+from .engine import Engine, JobStats
 
 
 @dataclass
@@ -23,23 +26,24 @@ class ClassifyJob:
     out: str
     model_options: ModelOptions
     engine_options: EngineOptions
-    threads: int | None = None
-    mixed_precision: bool = False
     progress: bool | None = None   # None: when stderr is a terminal
     profile: bool = False
     summary_json: str | None = None  # also write the summary as JSON here
     resume: bool = False             # skip sources already in --out and append the rest
 
 
-def run(job: ClassifyJob) -> JobStats:
-    # Everything that can be checked without the model is checked first: fail fast.
+def prepare(job: ClassifyJob) -> set[str]:
+    """Check everything that needs no model (fail fast); returns the sources already recorded
+    in ``--out`` when resuming."""
     output_format(job.out)
     check_sources(job.sources)
-    done = recorded_sources(job.out) if job.resume else set()
+    return recorded_sources(job.out) if job.resume else set()
 
-    from . import runtime
 
-    runtime.configure(job.threads, job.mixed_precision)
+def run(job: ClassifyJob, done: set[str] | None = None) -> JobStats:
+    """Label the job's sources into its output; ``done`` as ``prepare`` returns it."""
+    if done is None:
+        done = prepare(job)
     from .models import load_model
 
     t = time.perf_counter()

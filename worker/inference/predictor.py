@@ -8,7 +8,7 @@ device, so only uint8 pixels cross to it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

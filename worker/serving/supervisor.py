@@ -1,7 +1,7 @@
 """``bulklabel worker``: one child process per GPU, pinned, restarted if it dies.
 
 The supervisor never imports TensorFlow. It decides the devices (``--gpus``), starts one
-``worker.service`` child per device with ``CUDA_VISIBLE_DEVICES`` set in the child's own
+``worker.serving.process`` child per device with ``CUDA_VISIBLE_DEVICES`` set in the child's own
 environment (so it is in place before TensorFlow loads), restarts a child that dies (with
 backoff), and forwards SIGTERM/SIGINT so each child finishes its current chunk and exits.
 A child that fails on configuration (bad model, bad flag: exit 2 or 3) stops everything:
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bulklabel.errors import ConfigError
 
-from .service import WorkerConfig
+from .process import WorkerConfig
 
 FATAL_EXIT_CODES = {2, 3}
 
@@ -77,9 +77,9 @@ class Supervisor:
         # Pin before TensorFlow exists in the child; a CPU child sees no GPU at all.
         env["CUDA_VISIBLE_DEVICES"] = child.device if child.device != "cpu" else "-1"
         env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-        config = WorkerConfig(**{**self.config.__dict__, "device": child.device})
+        config = self.config.on(child.device)
         child.process = subprocess.Popen(
-            [sys.executable, "-m", "worker.service", config.to_json()], env=env)
+            [sys.executable, "-m", "worker.serving.process", config.to_json()], env=env)
         child.started = time.monotonic()
 
     def _on_signal(self, signum, frame) -> None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from functools import lru_cache
 from importlib import resources
 
-from bulklabel.errors import ModelError
+from bulklabel.errors import ConfigError, ModelError
+from bulklabel.options import ModelOptions
+
+from .loaded import LoadedModel, describe, output_kind, weights_digest
 
 # Keras Applications module → preprocessing mode of its ``preprocess_input``.
 FAMILY_PREPROCESS = {
@@ -74,7 +78,7 @@ def preprocess_mode(name: str) -> str:
 @lru_cache(maxsize=1)
 def imagenet_class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names, in the models' output order (shipped, never downloaded)."""
-    text = resources.files("worker").joinpath("data/imagenet_class_index.json").read_text("utf-8")
+    text = resources.files(__package__).joinpath("data/imagenet_class_index.json").read_text("utf-8")
     index = json.loads(text)
     return tuple(index[str(i)][1] for i in range(len(index)))
 
@@ -93,3 +97,29 @@ def build(name: str, weights: str | None):
             else ""
         )
         raise ModelError(f"cannot build keras:{name} with {what}: {exc}.{hint}") from None
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """``--weights`` as Keras takes it: 'imagenet' (also for None), None for 'none', or a file."""
+    if weights in (None, "", "imagenet"):
+        return "imagenet"
+    if weights.lower() == "none":
+        return None
+    if not os.path.isfile(weights):
+        raise ConfigError(f"--weights file not found: {weights!r}")
+    return weights
+
+
+def load(name: str, options: ModelOptions) -> LoadedModel:
+    """``keras:<name>`` with its family's preprocessing and, for 1000 outputs, ImageNet's classes."""
+    weights = resolve_weights(options.weights)
+    model = build(name, weights)
+    _, h, w, c = model.inputs[0].shape
+    num_classes = model.outputs[0].shape[-1]
+    meta = {
+        "name": f"keras:{name}",
+        "preprocess": preprocess_mode(name),
+        "class_names": list(imagenet_class_names()) if num_classes == 1000 else None,
+    }
+    return describe(f"keras:{name}", model, lambda x: model(x, training=False), (h, w), c,
+                    num_classes, output_kind(model), options, meta=meta, digest=weights_digest(model))

@@ -1,0 +1,37 @@
+"""Options of the distributed mode, and the display options some commands share."""
+
+from __future__ import annotations
+
+from .. import settings
+from ..settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, DEFAULT_REDIS_URL
+from .core import Option
+
+REDIS = Option(
+    ("--redis",), metavar="URL", env=("BULKLABEL_REDIS_URL",), default=DEFAULT_REDIS_URL,
+    parse=lambda value, what: settings.redis_url(value),
+    help=f"Redis URL (default {DEFAULT_REDIS_URL}; redis://:password@host:port/db and rediss:// "
+         "work)")
+QUEUE = Option(
+    ("--queue", "-Q"), default=DEFAULT_QUEUE,
+    help=f"the queue: one per model; workers consume it, submit sends to it (default {DEFAULT_QUEUE})")
+GPUS = Option(
+    ("--gpus",), default="auto",
+    help="auto (every visible GPU, else one CPU process), none (CPU), or ids like 0,1")
+DEST = Option(
+    ("--out", "-o"), metavar="DEST", env=("BULKLABEL_DEST",), required=True,
+    help="local folder or s3://bucket/prefix for the results")
+CHUNK_SIZE = Option(
+    ("--chunk-size",), metavar="N", default=str(DEFAULT_CHUNK_SIZE), parse=settings.positive_int,
+    help=f"images per task (default {DEFAULT_CHUNK_SIZE})")
+JOB_ID = Option(
+    ("--job-id",), metavar="ID", env=None,
+    help="name the job (letters, digits, . _ -); refused if it exists")
+WAIT = Option(
+    ("--wait",), switch=True, default=False, parse=settings.boolean, env=None,
+    help="show progress (done/total, errors, images/s, ETA) until the job ends; exit 1 if it failed")
+
+JSON = Option(("--json",), switch=True, default=False, parse=settings.boolean, env=None,
+              help="print one JSON object instead of text")
+PROGRESS = Option(
+    ("--progress",), switch=True, parse=settings.boolean,
+    help="always draw the progress bar (default: only on a terminal)")
