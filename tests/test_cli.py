@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bulklabel.sinks import read_records
+
 from conftest import CLASSES, ROOT, run_cli
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from bulklabel import keys
 from bulklabel.sinks import read_records
+
 from conftest import CLASSES, ROOT, color_photo, encoded, run_cli
 from services import RedisServer, Worker, environ_of, wait_for
 
