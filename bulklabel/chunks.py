@@ -44,7 +44,7 @@ class ChunkMessage:
     def from_json(cls, fields: dict[str, Any]) -> ChunkMessage:
         """The message in ``fields`` (a task's keyword arguments), or ``MessageError`` saying why not."""
         version = fields.get("version")
-        if version != VERSION:
+        if type(version) is not int or version != VERSION:
             who = ("an older producer (it has no version field)" if version is None
                    else f"a producer speaking version {version!r}")
             raise MessageError(f"chunk message from {who}; this worker speaks version {VERSION}: "

@@ -8,7 +8,7 @@ import time
 
 from ..errors import ConfigError
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # matched whole: fullmatch
 
 
 def new_job_id() -> str:
@@ -16,7 +16,7 @@ def new_job_id() -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    if not JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         raise ConfigError(
             "a job id is 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
             f"(it names a folder under DEST). Received: {job_id!r}"

@@ -47,6 +47,8 @@ def success_summary(job: dict[str, Any]) -> dict[str, Any]:
 
 def write_success(jobs: JobStore, storage, job_id: str) -> dict[str, Any]:
     """Write ``<job_id>/_SUCCESS`` (the job's summary) to the job's destination storage."""
+    from ..chunks import success_key  # the contract module imports this package: import late
+
     summary = success_summary(jobs.get(job_id))
-    storage.write(f"{job_id}/_SUCCESS", (json.dumps(summary, indent=2) + "\n").encode())
+    storage.write(success_key(job_id), (json.dumps(summary, indent=2) + "\n").encode())
     return summary
