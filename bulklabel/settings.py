@@ -11,6 +11,7 @@ and the settings of the distributed mode that only the environment sets.
 from __future__ import annotations
 
 import os
+import re
 
 from .errors import ConfigError
 
@@ -195,10 +196,15 @@ def max_deliveries() -> int:
     )
 
 
+_QUERY_SECRET = re.compile(r"(?i)([?&;](?:password|pass|pwd|secret|token)=)[^&;#]*")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print or log)."""
+    """``url`` with any password replaced by ``***`` (safe to print or log): the one in the
+    user-info part, and ``?password=`` style query parameters (as redis-py accepts)."""
     from urllib.parse import urlsplit, urlunsplit
 
+    url = _QUERY_SECRET.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -70,7 +70,7 @@ def recorded_sources(path: str | os.PathLike) -> set[str]:
     with open(path, "rb") as f:
         data = f.read()
     if fmt == ".jsonl":
-        for line in data.splitlines(keepends=True):
+        for line in jsonl_lines(data):
             try:
                 if not line.endswith(b"\n"):
                     raise ValueError("no newline: cut short")
@@ -173,8 +173,8 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     """Read a file written by a sink back into records (for tests and small merges)."""
     fmt = output_format(path)
     if fmt == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(path, "rb") as f:
+            return [json.loads(line) for line in jsonl_lines(f.read()) if line.strip()]
     if fmt == ".csv":
         with open(path, encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
@@ -188,6 +188,14 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pylist()
+
+
+def jsonl_lines(data: bytes) -> list[bytes]:
+    """JSONL split into lines, each with its ending: on ``\n`` only. (``str.splitlines`` also
+    breaks at U+2028, U+2029 and U+0085, which may stand unescaped inside a file name.)"""
+    lines = data.split(b"\n")
+    out = [line + b"\n" for line in lines[:-1]]
+    return out + [lines[-1]] if lines[-1] else out
 
 
 def jsonl_bytes(records: Iterable[Record]) -> bytes:

@@ -13,14 +13,14 @@ import sys
 
 from bulklabel.chunks import is_shard, shard_prefix
 from bulklabel.errors import BulkLabelError, ConfigError
-from bulklabel.jobs import JobStore, connect
-from bulklabel.sinks import open_sink, output_format
+from bulklabel.jobs import open_store
+from bulklabel.sinks import jsonl_lines, open_sink, output_format
 from bulklabel.storage import open_storage
 
 
 def merge(url: str, job_id: str, out: str, partial: bool = False) -> dict:
     output_format(out)
-    job = JobStore(connect(url, patience=10)).get(job_id)
+    job = open_store(url).get(job_id)
     if job["state"] != "done" and not partial:
         raise ConfigError(
             f"job {job_id} is {job['state']} ({job['done']}/{job['total']} images): wait for it "
@@ -33,7 +33,7 @@ def merge(url: str, job_id: str, out: str, partial: bool = False) -> dict:
     try:
         for key in shards:
             batch = []
-            for line in storage.read(key).decode("utf-8").splitlines():
+            for line in jsonl_lines(storage.read(key)):
                 if not line.strip():
                     continue
                 record = json.loads(line)

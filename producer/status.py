@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bulklabel.jobs import JobStore, connect
+from bulklabel.jobs import JobStore, connect, open_store
 from bulklabel.progress import ProgressBar, format_duration
 from bulklabel.settings import redact_url
 
@@ -85,7 +85,7 @@ def wait(url: str, job_id: str, progress: bool | None = None) -> dict[str, Any]:
 
 
 def status(url: str, job_id: str, as_json: bool = False, watch: bool = False) -> dict[str, Any]:
-    store = JobStore(connect(url, patience=10))
+    store = open_store(url)
     if not watch:
         job = store.get(job_id)
         print(json.dumps(job) if as_json else render(job))

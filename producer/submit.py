@@ -15,14 +15,7 @@ from itertools import islice
 from bulklabel import keys
 from bulklabel.chunks import TASK_NAME, ChunkMessage
 from bulklabel.errors import ConfigError
-from bulklabel.jobs import (
-    JobStore,
-    check_job_id,
-    connect,
-    describe_connection_error,
-    new_job_id,
-    write_success,
-)
+from bulklabel.jobs import check_job_id, new_job_id, open_store, write_success
 from bulklabel.queue import make_app
 from bulklabel.settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, visibility_timeout
 from bulklabel.sources import check_sources, iter_sources
@@ -88,22 +81,15 @@ def live_workers(client, queue: str) -> list[dict]:
 
 def submit(sub: Submission) -> str:
     """Enqueue the job; returns its id. Everything checkable is checked before enqueueing."""
-    import redis
-
     check_sources(sub.sources)
     if sub.chunk_size < 1:
         raise ConfigError(f"--chunk-size must be at least 1. Received: {sub.chunk_size}")
     job_id = check_job_id(sub.job_id) if sub.job_id else new_job_id()
     dest = normalise_dest(sub.dest)
     check_dest(dest)
-    client = connect(sub.redis_url, patience=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise ConfigError(describe_connection_error(sub.redis_url, exc)) from None
-    jobs = JobStore(client)
+    jobs = open_store(sub.redis_url)
     jobs.create(job_id, dest, sub.queue, sub.sources)
-    if not live_workers(client, sub.queue):
+    if not live_workers(jobs.r, sub.queue):
         print(f"bulklabel: note: no worker is listening on queue {sub.queue!r} yet; the job will "
               "wait for one (start it with: bulklabel worker --model MODEL)", file=sys.stderr)
 

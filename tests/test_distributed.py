@@ -63,6 +63,35 @@ def main_worker(broker, color_model, s3_server, tmp_path_factory):
     worker.stop()
 
 
+def test_worker_processes_get_no_secret_on_their_command_line(broker, main_worker):
+    """The supervisor hands each child its configuration (Redis URL included) through a
+    pipe: nothing any local user can read with ps."""
+    kids = main_worker.children()
+    assert kids
+    for kid in kids:
+        with open(f"/proc/{kid['pid']}/cmdline", "rb") as f:
+            cmdline = f.read().decode(errors="replace")
+        assert "worker.serving.process" in cmdline and "--config-fd" in cmdline
+        assert REDIS_PASSWORD not in cmdline and "redis://" not in cmdline
+
+
+@pytest.mark.parametrize("command", [["status", "some-job"], ["results", "some-job", "--out", "x.jsonl"],
+                                     ["submit", ".", "--out", "dest"]])
+def test_redis_away_is_a_clear_message(tmp_path, command):
+    """No traceback and no long hang when Redis does not answer: exit 2, what to do."""
+    import time
+
+    from conftest import free_port
+
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0"
+    t = time.monotonic()
+    result = run_cli(*command, cwd=tmp_path, env={"BULKLABEL_REDIS_URL": url}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "cannot reach Redis at redis://:***@127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr and REDIS_PASSWORD not in result.stderr
+    assert time.monotonic() - t < 12
+
+
 def submit(broker: RedisServer, *args: str, env: dict | None = None, timeout: float = 240):
     return run_cli("submit", *args, env={"BULKLABEL_REDIS_URL": broker.url, **(env or {})},
                    timeout=timeout)
@@ -103,6 +132,26 @@ def make_images(folder: Path, n: int, seed: int = 0, size=(60, 80)) -> dict[str,
 
 
 # --- jobs -----------------------------------------------------------------------------
+
+
+def test_names_with_unicode_line_separators_merge_whole(broker, main_worker, tmp_path):
+    """U+2028, U+2029 and U+0085 are legal in file names and stand raw in JSONL: results
+    splits lines on \\n only, so each such image still has exactly one record."""
+    truth = make_images(tmp_path / "in", 3)
+    names = {}
+    for (path, label), odd in zip(truth.items(), ("\u2028", "\u2029", "\u0085")):
+        renamed = Path(path).with_name(f"line{odd}break.jpg")
+        os.rename(path, renamed)
+        names[str(renamed)] = label
+    result = submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--queue", "main",
+                    "--wait")
+    job_id = job_id_of(result)
+    merged = tmp_path / "all.jsonl"
+    res = run_cli("results", job_id, "--out", str(merged), env={"BULKLABEL_REDIS_URL": broker.url})
+    assert res.returncode == 0, res.stderr
+    records = read_records(merged)
+    assert len(records) == 3
+    assert {r["source"]: r["label"] for r in records} == names
 
 
 def test_local_job_end_to_end(broker, main_worker, tmp_path):

@@ -117,6 +117,10 @@ def test_redis_url_and_redaction(monkeypatch) -> None:
     assert settings.redact_url("redis://:pw@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
     assert settings.redact_url("redis://u:pw@h/1") == "redis://u:***@h/1"
     assert settings.redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert settings.redact_url("unix:///run/redis.sock?db=0&password=s3cr3t") == \
+        "unix:///run/redis.sock?db=0&password=***"
+    assert settings.redact_url("redis://h/0?Password=a&x=1") == "redis://h/0?Password=***&x=1"
+    assert settings.redact_url("rediss://u:p@h:6380/0?password=q") == "rediss://u:***@h:6380/0?password=***"
 
 
 # --- options declared once ----------------------------------------------------------------

@@ -42,6 +42,19 @@ def describe_connection_error(url: str, exc: Exception) -> str:
             "Is it running? Set BULKLABEL_REDIS_URL or --redis to point at it.")
 
 
+def open_store(url: str, patience: float = 3.0) -> JobStore:
+    """A job store on ``url`` that answers now: a Redis that stays away for ``patience``
+    seconds is a clear ``ConfigError`` (exit 2), not a traceback."""
+    import redis
+
+    client = connect(url, patience=patience)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(describe_connection_error(url, exc)) from None
+    return JobStore(client)
+
+
 class JobStore:
     def __init__(self, client):
         self.r = client

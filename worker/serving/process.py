@@ -134,12 +134,21 @@ def _die_with_parent() -> None:
         pass
 
 
+def read_config(argv: list[str]) -> WorkerConfig:
+    """The configuration the supervisor sends down the inherited pipe ``--config-fd N``."""
+    if len(argv) != 2 or argv[0] != "--config-fd" or not argv[1].isdigit():
+        raise SystemExit("usage: python -m worker.serving.process --config-fd FD "
+                         "(started by 'bulklabel worker', not by hand)")
+    with os.fdopen(int(argv[1]), encoding="utf-8") as pipe:
+        return WorkerConfig.from_json(pipe.read())
+
+
 def main(argv: list[str] | None = None) -> int:
     from bulklabel.errors import BulkLabelError
 
     argv = sys.argv[1:] if argv is None else argv
     _die_with_parent()
-    config = WorkerConfig.from_json(argv[0])
+    config = read_config(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format=f"%(asctime)s [{config.device} pid {os.getpid()}] %(levelname)s %(name)s: %(message)s",

@@ -77,9 +77,20 @@ class Supervisor:
         # Pin before TensorFlow exists in the child; a CPU child sees no GPU at all.
         env["CUDA_VISIBLE_DEVICES"] = child.device if child.device != "cpu" else "-1"
         env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-        config = self.config.on(child.device)
-        child.process = subprocess.Popen(
-            [sys.executable, "-m", "worker.serving.process", config.to_json()], env=env)
+        # The configuration holds the Redis URL, password included: it goes through an
+        # inherited pipe, never the command line (which any local user can read with ps).
+        config_fd, feed = os.pipe()
+        try:
+            child.process = subprocess.Popen(
+                [sys.executable, "-m", "worker.serving.process", "--config-fd", str(config_fd)],
+                env=env, pass_fds=(config_fd,))
+        finally:
+            os.close(config_fd)
+        try:
+            with os.fdopen(feed, "w", encoding="utf-8") as pipe:
+                pipe.write(self.config.on(child.device).to_json())
+        except BrokenPipeError:
+            pass  # the child is already gone: the supervision loop sees its exit
         child.started = time.monotonic()
 
     def _on_signal(self, signum, frame) -> None:
