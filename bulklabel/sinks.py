@@ -53,6 +53,46 @@ def open_sink(path: str | os.PathLike, append: bool = False) -> Sink:
     return JsonlSink(path, append)
 
 
+class OutputLock:
+    """An exclusive lock on an output file, so that two jobs never write one file.
+
+    The lock is ``flock`` on ``.<name>.lock`` beside the output: the kernel releases it when
+    the holder exits, however it exits, so a crash leaves nothing stale. The file says who
+    holds it, for the message the second job prints.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import fcntl
+        import socket
+        import sys
+        import time
+
+        target = Path(path).absolute()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = target.with_name(f".{target.name}.lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(self._fd)
+            raise ConfigError(f"{os.fspath(path)} is being written by another job ({holder}): wait "
+                              "for it to finish, or pick another --out") from None
+        what = " ".join(["bulklabel", *sys.argv[1:2]])
+        note = f"{what}, pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, note.encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = -1
+
+
 def recorded_sources(path: str | os.PathLike) -> set[str]:
     """Sources that already have a record in an interrupted .jsonl/.csv output.
 
@@ -82,7 +122,7 @@ def recorded_sources(path: str | os.PathLike) -> set[str]:
         text = data.decode("utf-8")
         complete = text[: text.rfind("\n") + 1]
         rows = list(csv.DictReader(io.StringIO(complete)))
-        done = {row["source"] for row in rows if row.get("source")}
+        done = {csv_value(row["source"]) for row in rows if row.get("source")}
         good_end = len(complete.encode("utf-8"))
     if good_end < len(data):
         with open(path, "r+b") as f:
@@ -106,8 +146,24 @@ class JsonlSink:
         self._file.close()
 
 
+# A spreadsheet runs a cell that begins with one of these as a formula ("CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """``value`` safe for a spreadsheet: a leading ``'`` before a formula-like start (and before
+    a ``'`` itself, so that ``csv_value`` can always undo it)."""
+    return "'" + value if value.startswith(FORMULA_START + ("'",)) else value
+
+
+def csv_value(cell: str) -> str:
+    """Undo ``csv_cell``."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 class CsvSink:
-    """CSV with the record's columns; ``top_k`` is a JSON string."""
+    """CSV with the record's columns; ``top_k`` is a JSON string. Text cells are neutralised
+    against formula injection (``csv_cell``)."""
 
     def __init__(self, path: Path, append: bool = False):
         fresh = not append or not path.exists() or path.stat().st_size == 0
@@ -119,7 +175,8 @@ class CsvSink:
     def write(self, records: Iterable[Record]) -> None:
         for r in records:
             row = dict(r, top_k=json.dumps(r["top_k"], ensure_ascii=False))
-            self._csv.writerow(["" if row[f] is None else row[f] for f in FIELDS])
+            self._csv.writerow(["" if row[f] is None else csv_cell(row[f]) if isinstance(row[f], str)
+                                else row[f] for f in FIELDS])
         self._file.flush()
 
     def close(self) -> None:
@@ -180,7 +237,7 @@ def read_records(path: str | os.PathLike) -> list[Record]:
             rows = list(csv.DictReader(f))
         out = []
         for row in rows:
-            rec: Record = {k: (row[k] if row[k] != "" else None) for k in FIELDS}
+            rec: Record = {k: (csv_value(row[k]) if row[k] != "" else None) for k in FIELDS}
             rec["score"] = float(rec["score"]) if rec["score"] is not None else None
             rec["top_k"] = json.loads(rec["top_k"]) if rec["top_k"] else []
             out.append(rec)

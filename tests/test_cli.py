@@ -204,3 +204,29 @@ def test_resume_refuses_parquet(color_model, color_folder, tmp_path):
     result = run_cli("classify", str(folder), "--model", color_model.keras_path,
                      "--out", str(tmp_path / "x.parquet"), "--resume")
     assert result.returncode == 2 and "cannot be resumed" in result.stderr
+
+
+def test_a_second_writer_of_one_output_is_refused(color_model, color_folder, tmp_path):
+    """Two jobs on one --out would corrupt it: the second exits 2 naming the first, before
+    touching the file; once the first is gone the output is free again."""
+    import os
+
+    from bulklabel.sinks import OutputLock
+
+    folder, truth = color_folder
+    out = tmp_path / "labels.jsonl"
+    out.write_text("kept as it is\n")
+    held = OutputLock(out)
+    try:
+        second = run_cli("classify", str(folder), "--model", color_model.keras_path, "--out", str(out),
+                         "--resume")
+        assert second.returncode == 2, second.stderr
+        assert "being written by another job" in second.stderr and f"pid {os.getpid()}" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert out.read_text() == "kept as it is\n"
+    finally:
+        held.release()
+    third = run_cli("classify", str(folder), "--model", color_model.keras_path, "--out", str(out))
+    assert third.returncode == 0, third.stderr
+    assert len(read_records(out)) == len(truth)
+    assert not (tmp_path / ".labels.jsonl.lock").exists()

@@ -214,3 +214,27 @@ def test_sink_classes_by_extension(tmp_path: Path) -> None:
         s = open_sink(tmp_path / ("o" + ext))
         assert isinstance(s, cls)
         s.close()
+
+
+FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "-2", "@SUM(A1)", "\tindent", "\rcr", "'quoted", "plain"]
+
+
+def test_csv_cells_cannot_run_as_formulas(tmp_path: Path) -> None:
+    """Cells a spreadsheet would evaluate get a leading ' (and a leading ' is doubled, so the
+    escaping is undone exactly when bulklabel reads its own CSV back)."""
+    out = tmp_path / "labels.csv"
+    recs = [prediction(f"/photos/{label}.jpg", "m@1", [(label, 0.9)]) for label in FORMULAS]
+    recs.append(failure("=HYPERLINK(\"http://x\")", "m@1", "-not decodable"))
+    sink = open_sink(out)
+    sink.write(recs)
+    sink.close()
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for field in ("source", "label", "error"):
+            cell = row[field]
+            assert not cell.startswith(sinks.FORMULA_START), (field, cell)
+    assert rows[0]["label"] == "'=cmd|' /C calc'!A0" and rows[6]["label"] == "''quoted"
+    assert rows[7]["label"] == "plain" and rows[-1]["source"].startswith("'=HYPERLINK")
+    assert read_records(out) == recs
+    assert sinks.recorded_sources(out) == {r["source"] for r in recs}

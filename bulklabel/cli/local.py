@@ -130,9 +130,9 @@ def _classify(args: argparse.Namespace) -> int:
         summary_json=SUMMARY_JSON.value(args), resume=RESUME.value(args),
     )
     runtime = from_args(RuntimeOptions, args)
-    done = prepare(job)  # fail fast, before TensorFlow starts
+    prepared = prepare(job)  # fail fast (and lock --out), before TensorFlow starts
     _runtime(runtime)
-    run(job, done)
+    run(job, prepared)
     return 0
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bulklabel.options import EngineOptions, ModelOptions
 from bulklabel.progress import BackgroundCounter, ProgressBar
-from bulklabel.sinks import open_sink, output_format, recorded_sources
+from bulklabel.sinks import OutputLock, open_sink, output_format, recorded_sources
 from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import open_reader, s3_lister
 
@@ -32,18 +32,34 @@ class ClassifyJob:
     resume: bool = False             # skip sources already in --out and append the rest
 
 
-def prepare(job: ClassifyJob) -> set[str]:
-    """Check everything that needs no model (fail fast); returns the sources already recorded
-    in ``--out`` when resuming."""
+@dataclass
+class Prepared:
+    done: set[str]       # sources already recorded in --out (when resuming)
+    lock: OutputLock     # held until the job ends: one writer per output
+
+
+def prepare(job: ClassifyJob) -> Prepared:
+    """Check everything that needs no model (fail fast) and take the output's lock."""
     output_format(job.out)
     check_sources(job.sources)
-    return recorded_sources(job.out) if job.resume else set()
+    lock = OutputLock(job.out)
+    try:
+        return Prepared(recorded_sources(job.out) if job.resume else set(), lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
-def run(job: ClassifyJob, done: set[str] | None = None) -> JobStats:
-    """Label the job's sources into its output; ``done`` as ``prepare`` returns it."""
-    if done is None:
-        done = prepare(job)
+def run(job: ClassifyJob, prepared: Prepared | None = None) -> JobStats:
+    """Label the job's sources into its output (``prepared`` as ``prepare`` returns it)."""
+    prepared = prepared or prepare(job)
+    try:
+        return _run(job, prepared.done)
+    finally:
+        prepared.lock.release()
+
+
+def _run(job: ClassifyJob, done: set[str]) -> JobStats:
     from .models import load_model
 
     t = time.perf_counter()
