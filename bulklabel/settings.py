@@ -21,6 +21,7 @@ ENV_PREFIX = "BULKLABEL_"
 
 PREPROCESS_MODES = ("none", "rescale", "tf", "caffe", "torch")
 DEFAULT_MAX_PIXELS = 90_000_000
+DEFAULT_MAX_BYTES = 256 * 1024**2
 DEFAULT_TOP_K = 5
 DEFAULT_CHUNK_SIZE = 256
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -94,6 +95,20 @@ def auto_or_positive(text: str | int, what: str) -> int:
 
 def optional_positive(text: str | int | None, what: str) -> int | None:
     return None if text in (None, "") else positive_int(text, what)
+
+
+_UNITS = {"": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def byte_size(text: str | int, what: str) -> int:
+    """Bytes: a whole number, or with a unit (``256M``, ``1GiB``, ``512k``: powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _UNITS or int(match.group(1)) == 0:
+        raise ConfigError(f"{what} takes a size in bytes, like 268435456, 256M or 1G. "
+                          f"Received: {what}={text!r}")
+    return int(match.group(1)) * _UNITS[unit]
 
 
 def number(text: str | float, what: str) -> float:

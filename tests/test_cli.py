@@ -230,3 +230,32 @@ def test_a_second_writer_of_one_output_is_refused(color_model, color_folder, tmp
     assert third.returncode == 0, third.stderr
     assert len(read_records(out)) == len(truth)
     assert not (tmp_path / ".labels.jsonl.lock").exists()
+
+
+def test_only_regular_files_are_read(color_model, color_folder, tmp_path):
+    """A FIFO (given by path, glob or list file) and a device get an error record each, without
+    blocking the job; an oversized file is refused from its size. (A folder walk lists
+    regular files only.)"""
+    import os
+
+    folder, truth = color_folder
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.mkfifo(tmp_path / "globbed.jpg")
+    os.mkfifo(folder / "walked.jpg")
+    big = folder / "huge.png"
+    with open(big, "wb") as f:
+        f.truncate(5 * 1024**2)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"/dev/zero\n{tmp_path / 'pipe.jpg'}\n")
+    out = tmp_path / "labels.jsonl"
+    result = run_cli("classify", str(folder), f"@{listing}", str(tmp_path / "glob*.jpg"),
+                     str(tmp_path / "pipe.jpg"), "--model", color_model.keras_path,
+                     "--out", str(out), "--max-bytes", "4M", timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = {r["source"]: r for r in read_records(out)}
+    assert records[str(tmp_path / "pipe.jpg")]["error"] == "not a regular file (a FIFO)"
+    assert records[str(tmp_path / "globbed.jpg")]["error"] == "not a regular file (a FIFO)"
+    assert str(folder / "walked.jpg") not in records
+    assert records["/dev/zero"]["error"] == "not a regular file (a character device)"
+    assert records[str(big)]["error"].startswith("file too large: 5242880 bytes is over the limit of 4194304")
+    assert all(records[s]["label"] == label for s, label in truth.items())

@@ -108,6 +108,17 @@ def test_parsers() -> None:
         pick("c", "--x")
 
 
+def test_byte_sizes() -> None:
+    assert settings.byte_size("268435456", "--max-bytes") == 256 * 1024**2
+    assert settings.byte_size("256M", "--max-bytes") == 256 * 1024**2
+    assert settings.byte_size("1GiB", "--max-bytes") == 1024**3
+    assert settings.byte_size(" 512 kb ", "--max-bytes") == 512 * 1024
+    for bad in ("", "0", "-1", "1.5G", "12 parsecs", "M"):
+        with pytest.raises(ConfigError, match="--max-bytes takes a size in bytes"):
+            settings.byte_size(bad, "--max-bytes")
+    assert EngineOptions().max_bytes == settings.DEFAULT_MAX_BYTES == 256 * 1024**2
+
+
 def test_redis_url_and_redaction(monkeypatch) -> None:
     monkeypatch.delenv("BULKLABEL_REDIS_URL", raising=False)
     assert settings.redis_url() == settings.DEFAULT_REDIS_URL

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import builtins
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -310,7 +310,7 @@ def test_reader_permission_denied(tmp_path: Path, monkeypatch) -> None:
     def deny(*args, **kwargs):
         raise PermissionError(13, "Permission denied", args[0])
 
-    monkeypatch.setattr(builtins, "open", deny)
+    monkeypatch.setattr(local_mod.os, "open", deny)  # as root, chmod cannot deny a read
     err = read_error(tmp_path / "x.jpg")
     monkeypatch.undo()
     assert err.reason == "permission denied"
@@ -322,6 +322,73 @@ def test_reader_other_os_error_is_readable(tmp_path: Path) -> None:
     err = read_error(f / "child.jpg")  # a file used as a folder
     assert err.reason.startswith("cannot read file: ")
     assert "directory" in err.reason.lower()
+
+
+def _read_in_thread(location: str, **kw) -> ImageError:
+    """Read on a thread, so that a read that blocks fails the test instead of hanging it."""
+    box: list = []
+
+    def read():
+        try:
+            LocalReader(**kw).read(location)
+        except ImageError as exc:
+            box.append(exc)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), f"reading {location} blocked"
+    assert box, f"reading {location} did not fail"
+    return box[0]
+
+
+def test_reader_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert _read_in_thread(str(fifo)).reason == "not a regular file (a FIFO)"
+
+
+def test_reader_refuses_devices(tmp_path: Path) -> None:
+    assert _read_in_thread("/dev/zero").reason == "not a regular file (a character device)"
+    assert _read_in_thread("/dev/null").reason == "not a regular file (a character device)"
+
+
+def test_reader_refuses_sockets(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "s.jpg"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        assert _read_in_thread(str(path)).reason == "not a regular file (a socket)"
+
+
+def test_reader_size_cap_is_checked_before_reading(tmp_path: Path) -> None:
+    big = tmp_path / "big.jpg"
+    with open(big, "wb") as f:  # a sparse 3 GiB file: reading it would take the memory
+        f.truncate(3 * 1024**3)
+    err = _read_in_thread(str(big))
+    assert err.reason == ("file too large: 3221225472 bytes is over the limit of 268435456 bytes "
+                          "(raise it with --max-bytes)")
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"x" * 100)
+    assert LocalReader(max_bytes=100).read(str(small)) == b"x" * 100
+    assert "101" not in _read_in_thread(str(small), max_bytes=99).reason
+    assert _read_in_thread(str(small), max_bytes=99).reason.startswith("file too large: 100 bytes")
+
+
+def test_reader_follows_symlinks_to_regular_files(tmp_path: Path) -> None:
+    target = tmp_path / "t.jpg"
+    target.write_bytes(b"data")
+    (tmp_path / "l.jpg").symlink_to(target)
+    assert LocalReader().read(str(tmp_path / "l.jpg")) == b"data"
+
+
+def test_s3_object_size_cap(s3_server) -> None:
+    bucket = s3_server.new_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key="big.jpg", Body=b"y" * 5000)
+    with pytest.raises(ImageError, match="object too large: 5000 bytes is over the limit of 4096"):
+        open_reader(max_bytes=4096).read(f"s3://{bucket}/big.jpg")
+    assert open_reader(max_bytes=5000).read(f"s3://{bucket}/big.jpg") == b"y" * 5000
 
 
 # --- open_storage / open_reader -------------------------------------------------------

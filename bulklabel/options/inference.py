@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import settings
-from ..settings import DEFAULT_MAX_PIXELS, DEFAULT_TOP_K, PREPROCESS_MODES
+from ..settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TOP_K, PREPROCESS_MODES
 from .core import Option, setting
 
 MODEL = Option(
@@ -49,6 +49,10 @@ MAX_PIXELS = Option(
     ("--max-pixels",), metavar="N", default=str(DEFAULT_MAX_PIXELS), parse=settings.positive_int,
     help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS}), "
          "checked before decoding")
+MAX_BYTES = Option(
+    ("--max-bytes",), metavar="SIZE", default=str(DEFAULT_MAX_BYTES), parse=settings.byte_size,
+    help="refuse image files and objects larger than this (default 256M), checked from their size "
+         "before reading; never more is read")
 
 TF_THREADS = Option(
     ("--tf-threads", "--threads"), metavar="N", parse=settings.optional_positive,
@@ -81,6 +85,7 @@ class EngineOptions:
     decode_threads: int = setting(DECODE_THREADS)  # 0: one per usable core
     io_threads: int = setting(IO_THREADS)          # 0: as the reader advises
     max_pixels: int = setting(MAX_PIXELS)
+    max_bytes: int = setting(MAX_BYTES)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from ..errors import ConfigError
+from ..settings import DEFAULT_MAX_BYTES
 
 
 class Storage(Protocol):
@@ -44,6 +45,12 @@ def safe_key(key: str) -> str:
     return norm
 
 
+def too_large(size: int, limit: int, what: str) -> str:
+    """The error reason for an image file or object over ``--max-bytes``."""
+    return (f"{what} too large: {size} bytes is over the limit of {limit} bytes "
+            "(raise it with --max-bytes)")
+
+
 def open_storage(url: str) -> Storage:
     """A storage rooted at ``url``: a local folder, ``s3://bucket/prefix`` or ``memory://name``."""
     if url.startswith("s3://"):
@@ -64,19 +71,20 @@ def open_storage(url: str) -> Storage:
 class AnyReader:
     """Reads local paths and ``s3://`` URIs; tells the engine how many reads to overlap."""
 
-    def __init__(self, io_threads: int = 0):
+    def __init__(self, io_threads: int = 0, max_bytes: int = DEFAULT_MAX_BYTES):
         from .local import LocalReader
 
-        self._local = LocalReader()
+        self._local = LocalReader(max_bytes)
         self._s3 = None
         self._io_threads = io_threads
+        self._max_bytes = max_bytes
 
     def _reader(self, location: str):
         if location.startswith("s3://"):
             if self._s3 is None:
                 from .s3 import S3Reader
 
-                self._s3 = S3Reader(self._io_threads)
+                self._s3 = S3Reader(self._io_threads, self._max_bytes)
             return self._s3
         return self._local
 
@@ -88,10 +96,10 @@ class AnyReader:
         return getattr(self._reader(location), "io_threads", 0)
 
 
-def open_reader(io_threads: int = 0) -> AnyReader:
+def open_reader(io_threads: int = 0, max_bytes: int = DEFAULT_MAX_BYTES) -> AnyReader:
     """The reader for image locations: local paths and s3:// URIs (``io_threads`` reads in
-    flight for S3, 0 for the default)."""
-    return AnyReader(io_threads)
+    flight for S3, 0 for the default; nothing larger than ``max_bytes`` is read)."""
+    return AnyReader(io_threads, max_bytes)
 
 
 def s3_lister():

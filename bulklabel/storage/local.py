@@ -3,28 +3,73 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 
 from ..errors import ConfigError, ImageError
-from . import safe_key
+from ..settings import DEFAULT_MAX_BYTES
+from . import safe_key, too_large
+
+_KINDS = ((stat.S_ISDIR, "is a folder, not an image file"),
+          (stat.S_ISFIFO, "not a regular file (a FIFO)"),
+          (stat.S_ISCHR, "not a regular file (a character device)"),
+          (stat.S_ISBLK, "not a regular file (a block device)"),
+          (stat.S_ISSOCK, "not a regular file (a socket)"))
+
+
+def _mode(location: str) -> int | None:
+    try:
+        return os.stat(location).st_mode
+    except OSError:
+        return None
+
+
+def _not_regular(mode: int | None) -> str | None:
+    """Why a file of ``mode`` is not read, or None for a regular file (or an unknown mode)."""
+    if mode is None or stat.S_ISREG(mode):
+        return None
+    return next((reason for test, reason in _KINDS if test(mode)), "not a regular file")
 
 
 class LocalReader:
-    """Reads absolute local paths; a missing or unreadable file is an ``ImageError``."""
+    """Reads absolute local paths: regular files only, at most ``max_bytes``; anything else
+    (missing, unreadable, a FIFO or device, too large) is an ``ImageError``.
+
+    The file is opened without blocking (a FIFO would otherwise wait for a writer forever)
+    and checked with ``fstat`` on that same descriptor before anything is read."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = max_bytes
 
     def read(self, location: str) -> bytes:
         try:
-            with open(location, "rb") as f:
-                return f.read()
+            fd = os.open(location, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except FileNotFoundError:
             raise ImageError("file not found") from None
-        except IsADirectoryError:
-            raise ImageError("is a folder, not an image file") from None
         except PermissionError:
             raise ImageError("permission denied") from None
-        except OSError as exc:
-            raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+        except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+            raise ImageError(_not_regular(_mode(location)) or f"cannot read file: {exc.strerror or exc}") from None
+        try:
+            info = os.fstat(fd)
+            refused = _not_regular(info.st_mode)
+            if refused:
+                raise ImageError(refused)
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            if info.st_size > self.max_bytes:
+                raise ImageError(too_large(info.st_size, self.max_bytes, "file"))
+            try:
+                data = f.read(self.max_bytes + 1)  # never more than the cap, even if it grew
+            except OSError as exc:
+                raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+            if len(data) > self.max_bytes:
+                raise ImageError(f"file grew past the limit of {self.max_bytes} bytes while being read")
+            return data
+
 
 
 class LocalStorage:

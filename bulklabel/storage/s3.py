@@ -15,8 +15,9 @@ import threading
 from collections.abc import Iterator
 
 from ..errors import ConfigError, ImageError
+from ..settings import DEFAULT_MAX_BYTES
 from ..sources import has_image_extension
-from . import safe_key
+from . import safe_key, too_large
 
 # Reads in flight per process: ~1,000 images/s at 100-150 ms per GET needs this many (Little's law).
 DEFAULT_CONCURRENCY = 128
@@ -59,13 +60,26 @@ def _code(exc: Exception) -> str:
 class S3Reader:
     """Reads ``s3://bucket/key`` objects; a missing or unreadable one is an ImageError."""
 
-    def __init__(self, io_threads: int = 0):
+    def __init__(self, io_threads: int = 0, max_bytes: int = DEFAULT_MAX_BYTES):
         self.io_threads = io_threads or DEFAULT_CONCURRENCY
+        self.max_bytes = max_bytes
 
     def read(self, location: str) -> bytes:
         bucket, key = parse_uri(location)
         try:
-            return client(self.io_threads).get_object(Bucket=bucket, Key=key)["Body"].read()
+            response = client(self.io_threads).get_object(Bucket=bucket, Key=key)
+            body, size = response["Body"], response.get("ContentLength")
+            if size is not None and size > self.max_bytes:
+                body.close()
+                raise ImageError(too_large(size, self.max_bytes, "object"))
+            data = body.read(self.max_bytes + 1)  # never more than the cap, whatever it says
+            body.close()
+            if len(data) > self.max_bytes:
+                raise ImageError(f"object is larger than the limit of {self.max_bytes} bytes "
+                                 "(raise it with --max-bytes)")
+            return data
+        except ImageError:
+            raise
         except Exception as exc:
             code = _code(exc)
             if code in ("NoSuchKey", "404", "NotFound"):

@@ -14,9 +14,9 @@ from bulklabel.options import EngineOptions, ModelOptions
 from bulklabel.progress import BackgroundCounter, ProgressBar
 from bulklabel.sinks import OutputLock, open_sink, output_format, recorded_sources
 from bulklabel.sources import check_sources, iter_sources
-from bulklabel.storage import open_reader, s3_lister
+from bulklabel.storage import s3_lister
 
-from .engine import Engine, JobStats
+from .engine import JobStats, open_engine
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _run(job: ClassifyJob, done: set[str]) -> JobStats:
     model = load_model(job.model, job.model_options)
     for note in model.warnings:
         print(f"bulklabel: note: {note}", file=sys.stderr)
-    engine = Engine(model, open_reader(job.engine_options.io_threads), job.engine_options)
+    engine = open_engine(model, job.engine_options)
     engine.warmup()
     load_seconds = time.perf_counter() - t
 

@@ -28,7 +28,7 @@ from bulklabel import records
 from bulklabel.errors import ImageError
 from bulklabel.options import EngineOptions
 from bulklabel.records import Record
-from bulklabel.storage import SourceReader
+from bulklabel.storage import SourceReader, open_reader
 
 from .decode import decode_image
 from .models import LoadedModel
@@ -68,6 +68,11 @@ class JobStats:
 
 Emit = Callable[[list[Record]], None]
 Progress = Callable[[JobStats], None]
+
+
+def open_engine(model: LoadedModel, options: EngineOptions) -> Engine:
+    """An engine reading local files and s3:// objects as ``options`` say."""
+    return Engine(model, open_reader(options.io_threads, options.max_bytes), options)
 
 
 class Engine:

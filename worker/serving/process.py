@@ -61,16 +61,15 @@ def worker_name(config: WorkerConfig) -> str:
 def serve(config: WorkerConfig) -> int:
     from bulklabel.jobs import JobStore, connect
     from bulklabel.queue import make_app
-    from bulklabel.storage import open_reader
 
-    from ..inference.engine import Engine
+    from ..inference.engine import open_engine
     from ..inference.models import load_model
     from .tasks import WorkerContext, register
 
     name = worker_name(config)
     t = time.perf_counter()
     model = load_model(config.model, config.model_options)
-    engine = Engine(model, open_reader(config.engine.io_threads), config.engine)
+    engine = open_engine(model, config.engine)
     engine.warmup()
     for note in model.warnings:
         log.warning("note: %s", note)

@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from bulklabel.errors import ConfigError
 from bulklabel.options import EngineOptions
 from bulklabel.records import Record
-from bulklabel.storage import open_reader
 
-from ..inference.engine import Engine
+from ..inference.engine import open_engine
 from ..inference.models import LoadedModel
 from .dataset import scan
 
@@ -81,7 +80,7 @@ def evaluate(model: LoadedModel, data: str, options: EngineOptions) -> dict:
     truth = dict(files)
     missing = sorted(set(truth.values()) - set(model.class_names or []))
     records: list[Record] = []
-    Engine(model, open_reader(options.io_threads), options).run([loc for loc, _ in files], records.extend)
+    open_engine(model, options).run([loc for loc, _ in files], records.extend)
     result = metrics(records, truth, list(model.class_names or []))
     result["model"] = model.model_id
     result["data"] = data if data.startswith("s3://") else os.path.abspath(data)
