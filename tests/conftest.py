@@ -126,6 +126,20 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
 # --- services started by the tests --------------------------------------------------
 
 
+@pytest.fixture
+def scratch_redis(request):
+    """A client on database ``REDIS_DB`` (set by the test module) of the Redis at
+    127.0.0.1:6379, emptied before and after each test. No Redis is a failure, not a skip."""
+    from bulklabel.jobs import connect
+
+    client = connect(f"redis://127.0.0.1:6379/{request.module.REDIS_DB}", patience=1)
+    client.ping()
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
 def free_port() -> int:
     import socket
 

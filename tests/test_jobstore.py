@@ -16,7 +16,6 @@ from bulklabel.jobs import (
     JobNotFound,
     JobStore,
     check_job_id,
-    connect,
     job_view,
     new_job_id,
     scripts,
@@ -25,19 +24,15 @@ from bulklabel.jobs import (
 )
 from bulklabel.storage.memory import MemoryStorage
 
-URL = "redis://127.0.0.1:6379/13"
+REDIS_DB = 13
+URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 ROOT = Path(__file__).resolve().parents[1]
 LUA = {"complete_if_ready.lua", "complete_chunk.lua", "finish_listing.lua", "start_chunk.lua"}
 
 
 @pytest.fixture
-def client():
-    r = connect(URL, patience=1)
-    r.ping()  # no Redis is a failure, not a skip
-    r.flushdb()
-    yield r
-    r.flushdb()
-    r.close()
+def client(scratch_redis):
+    return scratch_redis
 
 
 @pytest.fixture

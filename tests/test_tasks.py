@@ -12,7 +12,7 @@ import pytest
 
 from bulklabel import keys
 from bulklabel.chunks import ChunkMessage
-from bulklabel.jobs import JobStore, connect
+from bulklabel.jobs import JobStore
 from bulklabel.options import EngineOptions
 from bulklabel.queue import make_app
 from bulklabel.storage import open_reader, open_storage
@@ -23,7 +23,8 @@ from worker.serving.tasks import WorkerContext, process_chunk, register
 
 from conftest import CLASSES, color_photo, encoded
 
-URL = "redis://127.0.0.1:6379/12"
+REDIS_DB = 12
+URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,8 @@ def engine(color_model):
 
 
 @pytest.fixture
-def client():
-    r = connect(URL, patience=1)
-    r.ping()  # no Redis is a failure, not a skip
-    r.flushdb()
-    yield r
-    r.flushdb()
-    r.close()
+def client(scratch_redis):
+    return scratch_redis
 
 
 @pytest.fixture
