@@ -160,6 +160,7 @@ def test_finish_listing_completes_an_empty_job(store, client):
     raw = client.hgetall(keys.job("j1"))
     assert (raw["state"], raw["listing"], raw["chunks_total"]) == ("done", "0", "0")
     assert raw["started_at"] == raw["finished_at"]
+    assert KEEP_SECONDS - 5 <= client.ttl(keys.job("j1")) <= KEEP_SECONDS  # a done job expires
     assert store.finish_listing("j1") is False
 
 
@@ -174,6 +175,9 @@ def test_finish_listing_completes_when_chunks_finished_first(store, client):
     raw = client.hgetall(keys.job("j1"))
     assert (raw["state"], raw["chunks_total"], raw["started_at"]) == ("done", "2", started)
     assert float(raw["finished_at"]) >= float(started)
+    for key in job_keys():
+        if client.exists(key):
+            assert KEEP_SECONDS - 5 <= client.ttl(key) <= KEEP_SECONDS, key
 
 
 def test_fail_and_no_later_completion(store, client):

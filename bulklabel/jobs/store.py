@@ -84,8 +84,11 @@ class JobStore:
         pipe.execute()
 
     def finish_listing(self, job_id: str) -> bool:
-        """Mark the listing complete; True if that completed the job."""
-        return bool(self._finish_listing(keys=[keys.job(job_id)], args=[repr(time.time())]))
+        """Mark the listing complete; True if that completed the job (its keys then expire)."""
+        completed = bool(self._finish_listing(keys=[keys.job(job_id)], args=[repr(time.time())]))
+        if completed:
+            self._expire(job_id)
+        return completed
 
     def fail(self, job_id: str, reason: str) -> None:
         self.r.hset(keys.job(job_id), mapping={
