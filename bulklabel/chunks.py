@@ -28,6 +28,14 @@ class MessageError(ValueError):
     """A task message that is not a chunk message this version of bulklabel understands."""
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ChunkMessage:
     job_id: str
@@ -64,6 +72,10 @@ class ChunkMessage:
             raise MessageError(f"chunk number must be a whole number >= 0. Received: {chunk!r}")
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise MessageError("sources must be a list of strings")
+        for text in (*sources, dest):
+            if isinstance(text, str) and not _is_utf8(text):
+                raise MessageError(f"{text!r} is not valid Unicode (a lone surrogate): producers send "
+                                   "every name in valid UTF-8 (see bulklabel.names)")
         if not isinstance(dest, str) or not dest:
             raise MessageError(f"dest must be a non-empty string. Received: {dest!r}")
         return cls(job_id, chunk, tuple(sources), dest)

@@ -7,6 +7,7 @@
     bulklabel:job:<id>:workers         set of worker names that labeled the job
     bulklabel:jobs                     sorted set: job ids by submission time
     bulklabel:worker:<name>            worker heartbeat (JSON, expires when the worker is gone)
+    bulklabel:dead:<queue>             list: messages no worker could use, with the reason (JSON)
 
 Celery's own queue keys are named after the queue (default ``bulklabel``).
 """
@@ -37,6 +38,10 @@ def workers(job_id: str) -> str:
 
 def worker(name: str) -> str:
     return f"{PREFIX}:worker:{name}"
+
+
+def dead_letter(queue: str) -> str:
+    return f"{PREFIX}:dead:{queue}"
 
 
 WORKER_PATTERN = f"{PREFIX}:worker:*"

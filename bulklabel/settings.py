@@ -198,6 +198,29 @@ def redis_url(flag: str | None = None) -> str:
     return url
 
 
+def allowed_destinations(value, what: str) -> tuple[str, ...]:
+    """``--allow-dest`` prefixes: repeated flags (a list) or one comma-separated string, each a
+    local folder (made absolute) or ``s3://bucket[/prefix]``; none means any destination."""
+    import os
+
+    if value in (None, ""):
+        return ()
+    items = value if isinstance(value, list) else str(value).split(",")
+    found = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item.startswith("s3://"):
+            if not item[5:].strip("/"):
+                raise ConfigError(f"{what}: {item!r} names no bucket; use s3://bucket or s3://bucket/prefix")
+            found.append(item.rstrip("/"))
+        elif "://" in item:
+            raise ConfigError(f"{what} takes local folders and s3://bucket/prefix. Received: {item!r}")
+        else:
+            found.append(os.path.realpath(os.path.expanduser(item)))
+    return tuple(found)
+
+
 def visibility_timeout() -> int:
     return positive_int(
         os.environ.get("BULKLABEL_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT),

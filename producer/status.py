@@ -13,9 +13,9 @@ from typing import Any
 
 from bulklabel.jobs import JobStore, connect, open_store
 from bulklabel.progress import ProgressBar, format_duration
-from bulklabel.settings import redact_url
+from bulklabel.settings import redact_url, visibility_timeout
 
-FINAL_STATES = ("done", "failed")
+FINAL_STATES = ("done", "failed", "cancelled")
 
 
 def _when(ts: float | None) -> str:
@@ -39,7 +39,7 @@ def render(job: dict[str, Any]) -> str:
         f"finished {_when(job['finished_at'])}",
     ]
     if job.get("error"):
-        lines.append(f"  error    {job['error']}")
+        lines.append(f"  {'error ' if job['state'] == 'failed' else 'reason'}   {job['error']}")
     return "\n".join(lines)
 
 
@@ -50,9 +50,10 @@ def poll(store_factory: Callable[[], JobStore], job_id: str, url: str,
 
     store = store_factory()
     warned = False
+    stall_after = visibility_timeout()
     while True:
         try:
-            job = store.get(job_id)
+            job = store.get(job_id, stall_after=stall_after)
         except redis.RedisError as exc:
             if not warned:
                 print(f"\nbulklabel: lost Redis at {redact_url(url)} ({type(exc).__name__}); "
@@ -74,10 +75,16 @@ def wait(url: str, job_id: str, progress: bool | None = None) -> dict[str, Any]:
     """The ``--wait`` display: a progress bar (done/total, errors, images/s, ETA) until the end."""
     bar = ProgressBar(enabled=progress)
 
+    stalled = [False]
+
     def update(job: dict) -> None:
         if job["listing_complete"]:
             bar.set_total(job["total"])
         bar.update(job["done"], job["errors"])
+        if job["stalled"] != stalled[0]:
+            stalled[0] = job["stalled"]
+            print(f"\nbulklabel: job {job_id} is stalled: {job['error']}" if job["stalled"]
+                  else f"\nbulklabel: job {job_id} is moving again", file=sys.stderr)
 
     job = poll(lambda: JobStore(connect(url, patience=10)), job_id, url, update)
     bar.close(job["done"], job["errors"])
@@ -87,7 +94,7 @@ def wait(url: str, job_id: str, progress: bool | None = None) -> dict[str, Any]:
 def status(url: str, job_id: str, as_json: bool = False, watch: bool = False) -> dict[str, Any]:
     store = open_store(url)
     if not watch:
-        job = store.get(job_id)
+        job = store.get(job_id, stall_after=visibility_timeout())
         print(json.dumps(job) if as_json else render(job))
         return job
     tty = sys.stdout.isatty() and not as_json
@@ -105,3 +112,19 @@ def status(url: str, job_id: str, as_json: bool = False, watch: bool = False) ->
             last[:] = [text]
 
     return poll(lambda: JobStore(connect(url, patience=10)), job_id, url, update, interval=1.0)
+
+
+def cancel(url: str, job_id: str, reason: str) -> int:
+    """``bulklabel cancel``: returns the exit status (see its --help)."""
+    store = open_store(url)
+    before = store.cancel(job_id, reason)
+    if before in ("done", "failed"):
+        print(f"bulklabel: job {job_id} had already ended ({before}); nothing to cancel", file=sys.stderr)
+        return 1
+    if before == "cancelled":
+        print(f"bulklabel: job {job_id} was already cancelled", file=sys.stderr)
+        return 0
+    job = store.get(job_id)
+    print(f"bulklabel: job {job_id} cancelled ({job['chunks_done']} chunks, {job['done']} images labeled "
+          f"so far); workers drop its remaining chunks", file=sys.stderr)
+    return 0

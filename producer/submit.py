@@ -7,14 +7,16 @@ as chunks are enqueued; the job can complete only once the listing is marked com
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
-from bulklabel import keys
 from bulklabel.chunks import TASK_NAME, ChunkMessage
-from bulklabel.errors import ConfigError
+from bulklabel.errors import BulkLabelError, ConfigError
 from bulklabel.jobs import check_job_id, new_job_id, open_store, write_success
 from bulklabel.queue import make_app
 from bulklabel.settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, visibility_timeout
@@ -30,7 +32,10 @@ class Submission:
     queue: str = DEFAULT_QUEUE
     chunk_size: int = DEFAULT_CHUNK_SIZE
     job_id: str | None = None
+    replace: bool = False
 
+
+LISTING_PATIENCE = 60.0  # seconds the listing waits for Redis to come back before failing the job
 
 def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
     it = iter(items)
@@ -66,47 +71,120 @@ def check_dest(dest: str) -> None:
             raise ConfigError(f"--out folder {dest!r} is not writable")
 
 
-def live_workers(client, queue: str) -> list[dict]:
-    import json
+def check_fresh_dest(storage, job_id: str, replace: bool) -> None:
+    """Refuse to start a job over another job's shards: ``DEST/<job_id>/`` must be empty,
+    or ``--replace`` clears it first (a job id reused after its Redis record expired would
+    otherwise merge stale records into the new results)."""
+    prefix = f"{job_id}/"
+    found = list(islice(storage.list(prefix), 1))
+    if not found:
+        return
+    if not replace:
+        raise ConfigError(f"{storage.url(prefix)} already holds results ({found[0]} ...) of an earlier job "
+                          f"named {job_id!r}: pick another --job-id, or give --replace to delete them first")
+    removed = storage.delete_prefix(prefix)
+    print(f"bulklabel: --replace: removed {removed} files under {storage.url(prefix)}", file=sys.stderr)
 
-    found = []
-    for key in client.scan_iter(keys.WORKER_PATTERN, count=200):
-        raw = client.get(key)
-        if raw:
-            info = json.loads(raw)
-            if info.get("queue") == queue:
-                found.append(info)
-    return found
+
+class Interrupted(BulkLabelError):
+    """A signal ended the listing (a cron or systemd timeout, a Ctrl-C)."""
+
+    def __init__(self, signum: int):
+        self.signame = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {self.signame}")
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _signals(handler, *signums: int):
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        for signum in signums:
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def signals_raise(*signums: int):
+    """Turn ``signums`` into ``Interrupted`` while the block runs, so the job can be marked
+    failed on the way out (SIGINT already raises KeyboardInterrupt)."""
+    return _signals(_raise_interrupted, *signums)
+
+
+def signals_ignored(*signums: int):
+    return _signals(signal.SIG_IGN, *signums)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped by SIGINT"
+    if type(exc).__module__.startswith("redis"):
+        return f"lost Redis ({type(exc).__name__}: {exc})"
+    return str(exc) or type(exc).__name__
+
+
+def _record_failure(jobs, job_id: str, reason: str) -> None:
+    """Mark the job failed; the client rides out a Redis outage for a while. If Redis never
+    answers, say so: ``status`` will show the job stalled, and its keys expire regardless."""
+    try:
+        jobs.fail(job_id, reason)
+    except Exception as exc:  # Redis gone for good: nothing left to record into
+        print(f"bulklabel: could not mark job {job_id} failed in Redis ({type(exc).__name__}: {exc}); "
+              "its workers will finish the chunks already queued", file=sys.stderr)
 
 
 def submit(sub: Submission) -> str:
-    """Enqueue the job; returns its id. Everything checkable is checked before enqueueing."""
+    """Enqueue the job; returns its id. Everything checkable is checked before enqueueing.
+
+    Whatever stops the listing early (a signal, Redis or the broker going away, a source
+    that cannot be listed) marks the job ``failed`` with ``listing interrupted after N
+    chunks``; workers then drop its queued chunks. A job cancelled while being listed stops
+    the listing."""
     check_sources(sub.sources)
     if sub.chunk_size < 1:
         raise ConfigError(f"--chunk-size must be at least 1. Received: {sub.chunk_size}")
     job_id = check_job_id(sub.job_id) if sub.job_id else new_job_id()
     dest = normalise_dest(sub.dest)
     check_dest(dest)
-    jobs = open_store(sub.redis_url)
+    storage = open_storage(dest)
+    jobs = open_store(sub.redis_url, keep_trying=LISTING_PATIENCE)
+    if sub.job_id:
+        check_fresh_dest(storage, job_id, sub.replace)
     jobs.create(job_id, dest, sub.queue, sub.sources)
-    if not live_workers(jobs.r, sub.queue):
+    if not jobs.live_workers(sub.queue):
         print(f"bulklabel: note: no worker is listening on queue {sub.queue!r} yet; the job will "
               "wait for one (start it with: bulklabel worker --model MODEL)", file=sys.stderr)
 
     app = make_app(sub.redis_url, visibility_timeout())
     images = chunks = 0
+    ended = None
     try:
-        with app.producer_or_acquire() as producer:
+        with signals_raise(signal.SIGTERM, signal.SIGHUP), app.producer_or_acquire() as producer:
             for number, chunk in enumerate(chunked(iter_sources(sub.sources, s3_lister()), sub.chunk_size)):
-                jobs.add_chunk(job_id, len(chunk))
+                state = jobs.add_chunk(job_id, len(chunk))
+                if state in ("failed", "cancelled"):
+                    ended = state
+                    break
                 message = ChunkMessage(job_id, number, tuple(chunk), dest)
                 app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer)
                 images, chunks = images + len(chunk), chunks + 1
     except BaseException as exc:
-        jobs.fail(job_id, f"listing or enqueueing stopped after {images} images: {exc}")
+        with signals_ignored(signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # a second signal must not skip this
+            _record_failure(jobs, job_id, f"listing interrupted after {chunks} chunks ({images} images): "
+                                          f"{_why(exc)}")
         raise
+    if ended:
+        raise BulkLabelError(f"job {job_id} was {ended} while being listed: stopped after {chunks} chunks "
+                             f"({images} images) (see: bulklabel status {job_id})")
     if jobs.finish_listing(job_id):  # every chunk already done (or an empty job)
-        write_success(jobs, open_storage(dest), job_id)
+        write_success(jobs, storage, job_id)
     print(f"bulklabel: job {job_id}: {images} images in {chunks} chunks queued on {sub.queue!r}; "
           f"results in {dest}/{job_id}/", file=sys.stderr)
     return job_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from bulklabel import keys
 from bulklabel.errors import ConfigError
 from bulklabel.jobs import (
     KEEP_SECONDS,
+    MAX_AGE_SECONDS,
     JobNotFound,
     JobStore,
     check_job_id,
@@ -27,7 +29,8 @@ from bulklabel.storage.memory import MemoryStorage
 REDIS_DB = 13
 URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 ROOT = Path(__file__).resolve().parents[1]
-LUA = {"complete_if_ready.lua", "complete_chunk.lua", "finish_listing.lua", "start_chunk.lua"}
+LUA = {"complete_if_ready.lua", "complete_chunk.lua", "finish_listing.lua", "start_chunk.lua", "end_job.lua",
+       "add_chunk.lua"}
 
 
 @pytest.fixture
@@ -85,6 +88,7 @@ def test_create_and_refuse_duplicate(store, client):
     store.create("j1", "mem://out", "q1", ["s3://a/", "s3://b/"])
     raw = client.hgetall(keys.job("j1"))
     submitted = raw.pop("submitted_at")
+    assert raw.pop("progress_at") == submitted
     assert raw == {"job_id": "j1", "state": "queued", "dest": "mem://out", "queue": "q1",
                    "listing": "1", "total": "0", "done": "0", "errors": "0",
                    "chunks_enqueued": "0", "chunks_total": "0", "chunks_done": "0",
@@ -93,7 +97,7 @@ def test_create_and_refuse_duplicate(store, client):
     with pytest.raises(ConfigError, match="job 'j1' already exists"):
         store.create("j1", "mem://other", "q2", [])
     assert client.hget(keys.job("j1"), "dest") == "mem://out"
-    assert client.ttl(keys.job("j1")) == -1
+    assert MAX_AGE_SECONDS - 5 <= client.ttl(keys.job("j1")) <= MAX_AGE_SECONDS  # expires from creation
 
 
 def test_add_chunk_totals(store):
@@ -105,24 +109,77 @@ def test_add_chunk_totals(store):
 
 def test_start_chunk(store, client):
     make(store)
-    assert store.start_chunk("j1", 0, "w1") == (1, False)
+    assert store.start_chunk("j1", 0, "w1") == (1, False, "running")
     first = client.hgetall(keys.job("j1"))
-    assert first["state"] == "running"
-    assert store.start_chunk("j1", 0, "w2") == (2, False)
-    assert store.start_chunk("j1", 1, "w1") == (1, False)
+    assert first["state"] == "running" and first["progress_at"] == first["started_at"]
+    assert store.start_chunk("j1", 0, "w2") == (2, False, "running")
+    assert store.start_chunk("j1", 1, "w1") == (1, False, "running")
     assert client.hget(keys.job("j1"), "started_at") == first["started_at"]
     assert client.hgetall(keys.deliveries("j1")) == {"0": "2", "1": "1"}
     assert client.smembers(keys.workers("j1")) == {"w1", "w2"}
     store.complete_chunk("j1", 0, 10, 0, "m1")
-    assert store.start_chunk("j1", 0, "w3") == (3, True)
-    assert store.start_chunk("j1", 1, "w3") == (2, False)
+    assert store.start_chunk("j1", 0, "w3") == (3, True, "running")
+    assert store.start_chunk("j1", 1, "w3") == (2, False, "running")
+    for key in (keys.deliveries("j1"), keys.workers("j1"), keys.chunks_done("j1"), keys.models("j1")):
+        assert client.ttl(key) == client.ttl(keys.job("j1")) > 0, key  # they expire with the job
 
 
-def test_start_chunk_keeps_a_failed_job_failed(store, client):
+@pytest.mark.parametrize("end", ["fail", "cancel"])
+def test_an_ended_job_takes_no_deliveries_and_no_chunks(store, client, end):
     make(store)
-    store.fail("j1", "boom")
-    assert store.start_chunk("j1", 0, "w1") == (1, False)
-    assert client.hget(keys.job("j1"), "state") == "failed"
+    assert store.start_chunk("j1", 0, "w1") == (1, False, "running")
+    assert getattr(store, end)("j1", "boom") == "running"
+    state = {"fail": "failed", "cancel": "cancelled"}[end]
+    before = client.hgetall(keys.job("j1"))
+    assert (before["state"], before["error"]) == (state, "boom")
+    assert store.start_chunk("j1", 0, "w2") == (0, False, state)
+    assert store.start_chunk("j1", 1, "w2") == (0, False, state)
+    assert store.add_chunk("j1", 5) == state
+    assert client.hgetall(keys.job("j1")) == before
+    assert client.hgetall(keys.deliveries("j1")) == {"0": "1"}
+    # the first ending wins: a later fail or cancel changes nothing
+    assert store.fail("j1", "other") == state and store.cancel("j1") == state
+    assert client.hgetall(keys.job("j1")) == before
+    assert store.finish_listing("j1") is False
+    assert store.complete_chunk("j1", 0, 10, 0, "m1") == (True, False)  # a chunk in flight still counts
+    assert client.hget(keys.job("j1"), "state") == state
+
+
+def test_ending_a_done_job_changes_nothing(store, client):
+    make(store, chunks=(3,))
+    store.finish_listing("j1")
+    store.complete_chunk("j1", 0, 3, 0, "m1")
+    before = client.hgetall(keys.job("j1"))
+    assert store.cancel("j1") == "done" and store.fail("j1", "late") == "done"
+    assert client.hgetall(keys.job("j1")) == before
+    with pytest.raises(JobNotFound):
+        store.cancel("nope")
+    assert not client.exists(keys.job("nope"))
+
+
+def test_stalled_when_idle_and_no_live_worker(store, client):
+    make(store)
+    store.start_chunk("j1", 0, "w1")
+    assert store.get("j1", stall_after=60)["state"] == "running"  # progress just now
+    client.hset(keys.job("j1"), "progress_at", repr(time.time() - 120))
+    job = store.get("j1", stall_after=60)
+    assert (job["state"], job["stalled"]) == ("stalled", True)
+    assert "no progress for 120 s and no live worker serves queue 'q1'" in job["error"]
+    assert store.get("j1")["state"] == "running"  # the stored state is untouched
+    client.set(keys.worker("w9"), json.dumps({"queue": "q1", "name": "w9"}), ex=30)
+    assert store.get("j1", stall_after=60)["state"] == "running"  # a live worker on its queue: waiting
+    client.set(keys.worker("w9"), json.dumps({"queue": "other", "name": "w9"}), ex=30)
+    assert store.get("j1", stall_after=60)["state"] == "stalled"
+    store.cancel("j1")
+    assert store.get("j1", stall_after=60)["state"] == "cancelled"
+
+
+def test_dead_letter_keeps_raw_bytes_and_reason(store, client):
+    assert store.dead_letter("q1", b"\xff\x00junk", "not UTF-8 text", "w1") == 1
+    assert store.dead_letter("q1", "second", "not JSON", "w1") == 2
+    newest, oldest = (json.loads(x) for x in client.lrange(keys.dead_letter("q1"), 0, -1))
+    assert (newest["message"], newest["reason"], newest["size"]) == ("second", "not JSON", 6)
+    assert (oldest["message"], oldest["size"], oldest["worker"]) == ("\\xff\x00junk", 6, "w1")
 
 
 def test_unknown_job(store, client):
@@ -144,7 +201,7 @@ def test_complete_chunk_counts_once_and_completes_once(store, client):
     job = store.get("j1")
     assert (job["state"], job["done"], job["errors"], job["chunks_done"]) == ("queued", 10, 1, 1)
     assert (job["chunks_total"], job["models"], job["finished_at"]) == (2, ["m1"], None)
-    assert [client.ttl(k) for k in job_keys()] == [-1, -1, -2, -1, -2]
+    assert [client.ttl(k) > KEEP_SECONDS for k in job_keys()] == [True, True, False, True, False]
     assert store.complete_chunk("j1", 1, 5, 1, "m0") == (True, True)
     assert store.complete_chunk("j1", 1, 5, 1, "m0") == (False, False)
     assert store.complete_chunk("j1", 0, 10, 1, "m1") == (False, False)
@@ -200,7 +257,7 @@ def test_completion_sets_expiry_on_all_job_keys(store, client):
     make(store, chunks=(3,))
     store.finish_listing("j1")
     store.start_chunk("j1", 0, "w1")
-    assert [client.ttl(k) for k in job_keys()] == [-1, -2, -1, -2, -1]
+    assert [client.ttl(k) > KEEP_SECONDS for k in job_keys()] == [True, False, True, False, True]
     assert store.complete_chunk("j1", 0, 3, 0, "m1") == (True, True)
     for key in job_keys():
         assert KEEP_SECONDS - 5 <= client.ttl(key) <= KEEP_SECONDS, key

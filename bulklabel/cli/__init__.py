@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     distributed.add_worker(sub)
     distributed.add_submit(sub)
     distributed.add_status(sub)
+    distributed.add_cancel(sub)
     distributed.add_results(sub)
     local.add_train(sub)
     local.add_evaluate(sub)

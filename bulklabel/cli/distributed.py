@@ -1,4 +1,4 @@
-"""Commands of the distributed mode: worker, submit, status, results."""
+"""Commands of the distributed mode: worker, submit, status, cancel, results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ import sys
 
 from .. import settings
 from ..options import EngineOptions, ModelOptions, Option, RuntimeOptions, add_options, from_args
-from ..options.distributed import CHUNK_SIZE, DEST, GPUS, JOB_ID, JSON, PROGRESS, QUEUE, REDIS, WAIT
+from ..options.distributed import (
+    ALLOW_DEST,
+    CHUNK_SIZE,
+    DEST,
+    GPUS,
+    JOB_ID,
+    JSON,
+    PROGRESS,
+    QUEUE,
+    REDIS,
+    REPLACE,
+    WAIT,
+)
 from ..options.inference import MODEL
 
 WORKER_HELP = """\
@@ -49,6 +61,34 @@ examples:
   bulklabel submit @nightly.txt --out s3://b/labels --job-id nightly-$(date +%F)
 """
 
+STATUS_HELP = """\
+Show a job's state, counts, speed, models and workers.
+
+states: queued (no worker started it yet), running, done, failed (the reason is shown),
+cancelled, and stalled: queued or running with no progress for longer than the
+visibility timeout (BULKLABEL_VISIBILITY_TIMEOUT) while no live worker serves its queue.
+A stalled job resumes when a worker comes back; cancel it otherwise.
+
+Exit status: 0 for queued, running and done; 1 for failed, cancelled and stalled;
+2 when Redis cannot be reached; 4 for an unknown job.
+"""
+
+CANCEL_HELP = """\
+Cancel a queued or running job: it is marked cancelled at once, the submit still
+listing it stops, and workers drop its remaining chunks as they reach them (a chunk being
+labeled right now is finished and counted). The shards already written stay in
+DEST/<job_id>/; 'bulklabel results JOB --partial' merges them.
+
+Exit status: 0 if the job is now cancelled (also when it already was), 1 if it had
+already ended (done or failed: nothing changes), 4 for an unknown job.
+
+examples:
+  bulklabel cancel nightly-2026-11-22
+  bulklabel cancel 20261122-101500-3f2a --reason "wrong model"
+"""
+
+REASON = Option(("--reason",), metavar="TEXT", default="cancelled by the user", env=None,
+                help="why (shown by status; default: cancelled by the user)")
 
 WATCH = Option(("--watch",), switch=True, default=False, parse=settings.boolean, env=None,
                help="refresh until the job ends")
@@ -64,7 +104,7 @@ def add_worker(sub) -> None:
     add_options(p, MODEL, ModelOptions, title="model")
     add_options(p, EngineOptions, title="engine")
     add_options(p, RuntimeOptions, title="TensorFlow")
-    add_options(p, GPUS, QUEUE, REDIS, title="worker")
+    add_options(p, GPUS, QUEUE, REDIS, ALLOW_DEST, title="worker")
     p.set_defaults(run=_worker)
 
 
@@ -72,16 +112,24 @@ def add_submit(sub) -> None:
     p = sub.add_parser("submit", help="queue a job for the workers",
                        description=SUBMIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    add_options(p, DEST, QUEUE, CHUNK_SIZE, JOB_ID, WAIT, PROGRESS, REDIS)
+    add_options(p, DEST, QUEUE, CHUNK_SIZE, JOB_ID, REPLACE, WAIT, PROGRESS, REDIS)
     p.set_defaults(run=_submit)
 
 
 def add_status(sub) -> None:
     p = sub.add_parser("status", help="show a job's progress",
-                       description="Show a job's state, counts, speed, models and workers.")
+                       description=STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id", metavar="JOB_ID")
     add_options(p, JSON, WATCH, REDIS)
     p.set_defaults(run=_status)
+
+
+def add_cancel(sub) -> None:
+    p = sub.add_parser("cancel", help="cancel a job: workers drop its queued chunks",
+                       description=CANCEL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job_id", metavar="JOB_ID")
+    add_options(p, REASON, REDIS)
+    p.set_defaults(run=_cancel)
 
 
 def add_results(sub) -> None:
@@ -101,7 +149,7 @@ def _worker(args: argparse.Namespace) -> int:
         model=MODEL.value(args), queue=QUEUE.value(args), redis_url=REDIS.value(args),
         visibility_timeout=settings.visibility_timeout(), max_deliveries=settings.max_deliveries(),
         model_options=from_args(ModelOptions, args), engine=from_args(EngineOptions, args),
-        runtime=from_args(RuntimeOptions, args),
+        runtime=from_args(RuntimeOptions, args), allow_dest=ALLOW_DEST.value(args),
     )
     return Supervisor(config, detect_gpus(GPUS.value(args))).run()
 
@@ -113,7 +161,7 @@ def _submit(args: argparse.Namespace) -> int:
     url = REDIS.value(args)
     job_id = submit(Submission(sources=args.sources, dest=DEST.value(args), redis_url=url,
                                queue=QUEUE.value(args), chunk_size=CHUNK_SIZE.value(args),
-                               job_id=JOB_ID.value(args)))
+                               job_id=JOB_ID.value(args), replace=REPLACE.value(args)))
     code = 0
     if WAIT.value(args):
         job = wait(url, job_id, progress=PROGRESS.value(args))
@@ -129,7 +177,13 @@ def _status(args: argparse.Namespace) -> int:
 
     job = status(REDIS.value(args), args.job_id, as_json=JSON.value(args),
                  watch=WATCH.value(args))
-    return 1 if job["state"] == "failed" else 0
+    return 0 if job["state"] in ("queued", "running", "done") else 1
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from producer.status import cancel
+
+    return cancel(REDIS.value(args), args.job_id, reason=REASON.value(args))
 
 
 def _results(args: argparse.Namespace) -> int:

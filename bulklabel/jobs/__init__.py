@@ -11,11 +11,22 @@ The Lua scripts live in ``lua/`` (package data); ``scripts`` loads them.
 """
 
 from .ids import JOB_ID, check_job_id, new_job_id
-from .store import KEEP_SECONDS, JobNotFound, JobStore, connect, describe_connection_error, open_store
+from .store import (
+    ENDED,
+    KEEP_SECONDS,
+    MAX_AGE_SECONDS,
+    Delivery,
+    JobNotFound,
+    JobStore,
+    connect,
+    describe_connection_error,
+    open_store,
+)
 from .view import job_view, success_summary, write_success
 
 __all__ = [
-    "JOB_ID", "KEEP_SECONDS", "JobNotFound", "JobStore", "check_job_id", "connect",
+    "ENDED", "JOB_ID", "KEEP_SECONDS", "MAX_AGE_SECONDS", "Delivery", "JobNotFound", "JobStore",
+    "check_job_id", "connect",
     "describe_connection_error", "job_view", "new_job_id", "open_store", "success_summary",
     "write_success",
 ]

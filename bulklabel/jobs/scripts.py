@@ -10,6 +10,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "complete_chunk": ("complete_if_ready",),
     "finish_listing": ("complete_if_ready",),
     "start_chunk": (),
+    "end_job": (),
+    "add_chunk": (),
 }
 FILES = ("complete_if_ready", *NEEDS)
 

@@ -24,8 +24,9 @@ def job_view(raw: dict[str, str], models=(), workers=()) -> dict[str, Any]:
         "chunks_enqueued": num("chunks_enqueued"), "chunks_done": num("chunks_done"),
         "dest": raw.get("dest"), "queue": raw.get("queue"),
         "submitted_at": num("submitted_at", float), "started_at": num("started_at", float),
-        "finished_at": num("finished_at", float),
+        "finished_at": num("finished_at", float), "progress_at": num("progress_at", float),
         "models": sorted(models), "workers": sorted(workers), "error": raw.get("error"),
+        "stalled": False,
     }
     started, finished = job["started_at"], job["finished_at"]
     elapsed = ((finished or time.time()) - started) if started else 0.0

@@ -36,6 +36,8 @@ class Option:
     switch: bool = False              # a boolean: --x sets it, --no-x clears it
     env: tuple[str, ...] | None = ()  # () → BULKLABEL_<FLAG> for each long flag; None → no variable
     required: bool = False
+    repeat: bool = False              # may be given several times: the parser gets a list (the
+                                      # variable's value is one comma-separated string)
 
     @property
     def name(self) -> str:
@@ -68,12 +70,18 @@ class Option:
             parser.add_argument(*no, dest=self.dest, action="store_const", const=False,
                                 help=f"turn {self.name} off (wins over the environment)")
             return
+        if self.repeat:  # appended flags replace the environment's value (see ``value``)
+            parser.add_argument(*self.flags, dest=self.dest, action="append", default=None,
+                                metavar=self.metavar, help=self.help + shown)
+            return
         parser.add_argument(*self.flags, dest=self.dest, default=default, metavar=self.metavar,
                             choices=self.choices, required=self.required and default is None,
                             help=self.help + shown)
 
     def value(self, args: argparse.Namespace) -> Any:
         raw = getattr(args, self.dest)
+        if raw is None and self.repeat:
+            raw = self.raw_default()
         value = self.parse(raw, origin(raw, self.name))
         return str(value) if isinstance(value, FromEnv) else value
 

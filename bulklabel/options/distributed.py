@@ -25,7 +25,12 @@ CHUNK_SIZE = Option(
     help=f"images per task (default {DEFAULT_CHUNK_SIZE})")
 JOB_ID = Option(
     ("--job-id",), metavar="ID", env=None,
-    help="name the job (letters, digits, . _ -); refused if it exists")
+    help="name the job (letters, digits, . _ -); refused if it exists in Redis, or if DEST/ID/ "
+         "already holds files (see --replace)")
+REPLACE = Option(
+    ("--replace",), switch=True, default=False, parse=settings.boolean, env=None,
+    help="with --job-id: delete the files an earlier job of that name left in DEST/ID/ before "
+         "starting (without it, such files make submit refuse)")
 WAIT = Option(
     ("--wait",), switch=True, default=False, parse=settings.boolean, env=None,
     help="show progress (done/total, errors, images/s, ETA) until the job ends; exit 1 if it failed")
@@ -35,3 +40,10 @@ JSON = Option(("--json",), switch=True, default=False, parse=settings.boolean, e
 PROGRESS = Option(
     ("--progress",), switch=True, parse=settings.boolean,
     help="always draw the progress bar (default: only on a terminal)")
+
+ALLOW_DEST = Option(
+    ("--allow-dest",), metavar="PREFIX", repeat=True, env=("BULKLABEL_ALLOW_DEST",),
+    parse=settings.allowed_destinations,
+    help="only write results under this local folder or s3://bucket/prefix (repeat for several; the "
+         "variable takes a comma-separated list). A chunk for any other destination is refused, logged "
+         "and its job failed; nothing is written. Default: any destination the worker can write")

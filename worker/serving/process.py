@@ -39,6 +39,7 @@ class WorkerConfig:
     engine: EngineOptions = field(default_factory=EngineOptions)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     device: str = "cpu"                 # 'cpu' or the GPU this process is pinned to
+    allow_dest: tuple[str, ...] = ()    # destinations chunks may write under (none: any)
 
     def on(self, device: str) -> WorkerConfig:
         return replace(self, device=device)
@@ -51,7 +52,8 @@ class WorkerConfig:
         data = json.loads(text)
         return cls(**{**data, "model_options": ModelOptions(**data["model_options"]),
                       "engine": EngineOptions(**data["engine"]),
-                      "runtime": RuntimeOptions(**data["runtime"])})
+                      "runtime": RuntimeOptions(**data["runtime"]),
+                      "allow_dest": tuple(data.get("allow_dest", ()))})
 
 
 def worker_name(config: WorkerConfig) -> str:
@@ -64,7 +66,8 @@ def serve(config: WorkerConfig) -> int:
 
     from ..inference.engine import open_engine
     from ..inference.models import load_model
-    from .tasks import WorkerContext, register
+    from . import guard
+    from .tasks import WorkerContext, register, retry_times
 
     name = worker_name(config)
     t = time.perf_counter()
@@ -78,8 +81,10 @@ def serve(config: WorkerConfig) -> int:
 
     jobs = JobStore(connect(config.redis_url, patience=config.visibility_timeout))
     ctx = WorkerContext(engine=engine, jobs=jobs, name=name, max_deliveries=config.max_deliveries,
-                        retry_for=max(60.0, config.visibility_timeout / 2))
+                        queue=config.queue, allow_dest=config.allow_dest,
+                        **retry_times(config.visibility_timeout))
     app = make_app(config.redis_url, config.visibility_timeout)
+    guard.install(app, lambda queue, raw, reason: jobs.dead_letter(queue, raw, reason, name))
     register(app, ctx)
     beat = Heartbeat(jobs.r, name, {"queue": config.queue, "model": model.model_id,
                                     "device": config.device, "pid": os.getpid()})

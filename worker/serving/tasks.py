@@ -1,22 +1,30 @@
 """The Celery task: label one chunk of image locations and write its shard.
 
-The message is a ``bulklabel.chunks.ChunkMessage`` (validated, versioned). Per delivery of
-chunk ``c`` of job ``j``:
+The message is a ``bulklabel.chunks.ChunkMessage`` (validated, versioned; an invalid one is
+moved to the dead-letter list). Per delivery of chunk ``c`` of job ``j``:
 
-1. record the delivery in Redis (``start_chunk``); a chunk already counted is a duplicate
-   delivery and is dropped; a chunk delivered more than ``BULKLABEL_MAX_DELIVERIES`` times
-   has killed its workers (a poison input) and gets error records instead of another try;
-2. run the engine over the chunk (every image ends with one record);
-3. write ``DEST/j/part-<c>.jsonl`` atomically (a re-run replaces it);
-4. count the chunk once (``complete_chunk``) and, if that finished the job, write
+1. refuse a destination outside ``--allow-dest`` (the job fails, nothing is written);
+2. record the delivery in Redis (``start_chunk``). A chunk of a failed or cancelled job is
+   dropped; a chunk already counted is a duplicate delivery and is dropped (after writing
+   a ``_SUCCESS`` that an earlier delivery could not); a chunk delivered more than
+   ``BULKLABEL_MAX_DELIVERIES`` times has killed its workers (a poison input) and gets
+   error records instead of another try;
+3. run the engine over the chunk (every image ends with one record);
+4. write ``DEST/j/part-<c>.jsonl`` atomically (a re-run replaces it);
+5. count the chunk once (``complete_chunk``) and, if that finished the job, write
    ``DEST/j/_SUCCESS``.
 
-Steps 3-4 retry with backoff when storage or Redis is unreachable, inside the task: a
-late-acked task that raises is acknowledged and its chunk would be lost.
+Every failure ends somewhere: storage or Redis errors in 4-5 are retried with backoff inside
+the task (``retry_for``), then the chunk is delivered again later (``RetryLater``: Celery
+republishes it, the delivery counter grows). On the last allowed delivery an engine
+failure gives the chunk error records, and a chunk that still cannot be saved fails the
+job with the reason (``status`` shows it). Nothing is acknowledged unaccounted for.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,14 +32,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulklabel import records
-from bulklabel.chunks import TASK_NAME, ChunkMessage, MessageError
+from bulklabel.chunks import TASK_NAME, ChunkMessage, MessageError, success_key
 from bulklabel.jobs import JobNotFound, JobStore, write_success
 from bulklabel.sinks import jsonl_bytes
 from bulklabel.storage import Storage, open_storage
 
 from ..inference.engine import Engine
+from . import guard
 
 log = logging.getLogger("bulklabel.worker")
+
+# Errors that retrying on this worker cannot fix (another worker, or a later delivery, may).
+PERMANENT_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM,
+                              errno.EROFS, errno.ENAMETOOLONG, errno.EINVAL})
+PERMANENT_S3_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "NoSuchBucket", "InvalidBucketName"})
+
+
+def retry_times(visibility_timeout: float) -> dict[str, float]:
+    """How long a task keeps retrying storage/Redis, and the pause before a redelivery: both
+    well inside the visibility timeout (a task still running after it is delivered twice)."""
+    return {"retry_for": min(120.0, max(2.0, visibility_timeout / 4)),
+            "retry_pause": min(30.0, max(1.0, visibility_timeout / 10))}
+
+
+class RetryLater(Exception):
+    """Deliver this chunk again after ``countdown`` seconds (it is not counted yet)."""
+
+    def __init__(self, reason: str, countdown: float):
+        super().__init__(reason)
+        self.countdown = countdown
+
 
 @dataclass
 class WorkerContext:
@@ -41,7 +71,10 @@ class WorkerContext:
     jobs: JobStore
     name: str
     max_deliveries: int
-    retry_for: float = 600.0        # seconds to keep retrying storage/Redis at the end of a chunk
+    queue: str = "bulklabel"
+    allow_dest: tuple[str, ...] = ()  # destinations a chunk may write under (none: any)
+    retry_for: float = 120.0          # seconds to keep retrying storage/Redis within one delivery
+    retry_pause: float = 10.0         # seconds before the n-th redelivery: n * retry_pause
     _storages: dict[str, Storage] = field(default_factory=dict)
 
     @property
@@ -62,51 +95,137 @@ def register(app, ctx: WorkerContext):
         except MessageError as exc:
             log.error("dropping a task message (job %r, chunk %r): %s",
                       fields.get("job_id"), fields.get("chunk"), exc)
+            guard.keep(ctx.queue, json.dumps(fields, default=repr).encode("utf-8", "backslashreplace"),
+                       f"invalid chunk message: {exc}")
             return
-        process_chunk(ctx, message)
+        try:
+            process_chunk(ctx, message)
+        except RetryLater as exc:
+            log.warning("job %s chunk %s: %s; delivering it again in %.0f s", message.job_id, message.chunk,
+                        exc, exc.countdown)
+            raise self.retry(countdown=exc.countdown, max_retries=None) from None
 
     return classify_chunk
 
 
 def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
-    """Returns what happened: 'labeled', 'abandoned', 'duplicate' or 'dropped'."""
+    """Returns what happened: 'labeled', 'errors' (the engine failed on every delivery: error
+    records), 'abandoned', 'duplicate', 'dropped', 'refused' or 'failed' (the job). Raises
+    ``RetryLater`` when a later delivery may succeed."""
     job_id, chunk, sources = message.job_id, message.chunk, message.sources
+    refusal = guard.destination_refusal(message.dest, ctx.allow_dest)
+    if refusal:
+        log.error("job %s chunk %s refused: %s", job_id, chunk, refusal)
+        _fail_job(ctx, job_id, f"a worker refused its destination: {refusal}")
+        return "refused"
     try:
-        deliveries, counted = ctx.jobs.start_chunk(job_id, chunk, ctx.name)
+        delivery = ctx.jobs.start_chunk(job_id, chunk, ctx.name)
     except JobNotFound as exc:
         log.warning("dropping chunk %s: %s", chunk, exc)
         return "dropped"
-    if counted:
+    if delivery.state in ("failed", "cancelled"):
+        log.info("job %s is %s: dropping its chunk %s", job_id, delivery.state, chunk)
+        return "dropped"
+    storage = ctx.storage(message.dest)
+    last = delivery.number >= ctx.max_deliveries
+    if delivery.counted:
         log.info("job %s chunk %s was already labeled; dropping this duplicate delivery", job_id, chunk)
+        if delivery.state == "done":
+            _ensure_success(ctx, storage, job_id, delivery.number, last)
         return "duplicate"
 
     t = time.perf_counter()
-    if deliveries > ctx.max_deliveries:
-        reason = (f"chunk abandoned after {deliveries - 1} deliveries: the workers labeling it died "
+    if delivery.number > ctx.max_deliveries:
+        reason = (f"chunk abandoned after {delivery.number - 1} deliveries: the workers labeling it died "
                   "(an input may crash the decoder or exhaust memory)")
-        out = [records.failure(s, ctx.model_id, reason) for s in sources]
-        outcome = "abandoned"
         log.error("job %s chunk %s: %s", job_id, chunk, reason)
+        shard, images, errors = _failure_shard(ctx, sources, reason)
+        outcome = "abandoned"
     else:
-        out = []
-        ctx.engine.run(sources, out.extend)
-        outcome = "labeled"
-    errors = sum(1 for r in out if r["error"])
-    storage = ctx.storage(message.dest)
-    _retrying(lambda: storage.write(message.shard_key, jsonl_bytes(out)),
-              f"writing {storage.url(message.shard_key)}", ctx.retry_for)
-    _, completed = _retrying(
-        lambda: ctx.jobs.complete_chunk(job_id, chunk, len(out), errors, ctx.model_id),
-        "recording progress in Redis", ctx.retry_for)
-    log.info("job %s chunk %s: %d images, %d errors, %.1f s", job_id, chunk, len(out), errors,
+        try:
+            shard, images, errors = _label(ctx, sources)
+            outcome = "labeled"
+        except Exception as exc:
+            what = f"labeling failed ({type(exc).__name__}: {exc})"
+            log.exception("job %s chunk %s: %s", job_id, chunk, what)
+            if not last:
+                raise RetryLater(what, ctx.retry_pause * delivery.number) from exc
+            shard, images, errors = _failure_shard(
+                ctx, sources, f"{what} on each of {delivery.number} deliveries of its chunk")
+            outcome = "errors"
+
+    try:
+        _retrying(lambda: storage.write(message.shard_key, shard),
+                  f"writing {storage.url(message.shard_key)}", ctx.retry_for)
+        _, completed = _retrying(lambda: ctx.jobs.complete_chunk(job_id, chunk, images, errors, ctx.model_id),
+                                 "recording progress in Redis", ctx.retry_for)
+    except JobNotFound as exc:
+        log.warning("dropping chunk %s: %s", chunk, exc)
+        return "dropped"
+    except Exception as exc:
+        what = f"saving chunk {chunk} failed ({type(exc).__name__}: {exc})"
+        if not last:
+            raise RetryLater(what, ctx.retry_pause * delivery.number) from exc
+        _fail_job(ctx, job_id, f"{what} on each of {delivery.number} deliveries")
+        return "failed"
+    log.info("job %s chunk %s: %d images, %d errors, %.1f s", job_id, chunk, images, errors,
              time.perf_counter() - t)
     if completed:
-        summary = _retrying(lambda: write_success(ctx.jobs, storage, job_id), "writing _SUCCESS", ctx.retry_for)
-        log.info("job %s done: %s images, %s errors", job_id, summary["done"], summary["errors"])
+        _ensure_success(ctx, storage, job_id, delivery.number, last, check_first=False)
     return outcome
 
 
+def _label(ctx: WorkerContext, sources) -> tuple[bytes, int, int]:
+    out: list[dict] = []
+    ctx.engine.run(sources, out.extend)
+    if len(out) != len(sources):
+        raise RuntimeError(f"the engine returned {len(out)} records for {len(sources)} images")
+    return jsonl_bytes(out), len(out), sum(1 for r in out if r["error"])
+
+
+def _failure_shard(ctx: WorkerContext, sources, reason: str) -> tuple[bytes, int, int]:
+    out = [records.failure(s, ctx.model_id, reason) for s in sources]
+    return jsonl_bytes(out), len(out), len(out)
+
+
+def _ensure_success(ctx: WorkerContext, storage: Storage, job_id: str, number: int, last: bool,
+                    check_first: bool = True) -> None:
+    """Write the done job's ``_SUCCESS`` (with ``check_first``: only if an earlier delivery
+    could not)."""
+    try:
+        if check_first and storage.exists(success_key(job_id)):
+            return
+        summary = _retrying(lambda: write_success(ctx.jobs, storage, job_id), "writing _SUCCESS", ctx.retry_for)
+    except JobNotFound:
+        return
+    except Exception as exc:
+        what = f"job {job_id} is done but its _SUCCESS could not be written ({type(exc).__name__}: {exc})"
+        if not last:
+            raise RetryLater(what, ctx.retry_pause * number) from exc
+        log.error("%s; every shard is in place", what)
+        return
+    log.info("job %s done: %s images, %s errors", job_id, summary["done"], summary["errors"])
+
+
+def _fail_job(ctx: WorkerContext, job_id: str, reason: str) -> None:
+    try:
+        before = _retrying(lambda: ctx.jobs.fail(job_id, reason), "marking the job failed", ctx.retry_for)
+    except JobNotFound:
+        return
+    if before not in ("done", "failed", "cancelled"):
+        log.error("job %s failed: %s", job_id, reason)
+
+
+def _permanent(exc: Exception) -> bool:
+    if isinstance(exc, OSError) and exc.errno in PERMANENT_ERRNOS:
+        return True
+    code = getattr(exc, "response", None)
+    return isinstance(code, dict) and code.get("Error", {}).get("Code") in PERMANENT_S3_CODES
+
+
 def _retrying(action: Callable[[], Any], what: str, patience: float) -> Any:
+    """``action()``, retried with backoff for up to ``patience`` seconds (not for errors that
+    retrying cannot fix); the last try happens at the deadline."""
     deadline = time.monotonic() + patience
     delay = 0.5
     while True:
@@ -115,8 +234,9 @@ def _retrying(action: Callable[[], Any], what: str, patience: float) -> Any:
         except JobNotFound:
             raise
         except Exception as exc:
-            if time.monotonic() + delay > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0 or _permanent(exc):
                 raise
-            log.warning("%s failed (%s: %s); retrying in %.0f s", what, type(exc).__name__, exc, delay)
-            time.sleep(delay)
+            log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, min(delay, left))
+            time.sleep(min(delay, left))
             delay = min(delay * 2, 15.0)

@@ -17,5 +17,11 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return {0, 0} end
 redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'errors', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+redis.call('HSET', KEYS[1], 'progress_at', ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[4])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
 return {1, complete_if_ready(KEYS[1], ARGV[5])}
