@@ -35,6 +35,7 @@ class Submission:
     replace: bool = False
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 LISTING_PATIENCE = 60.0  # seconds the listing waits for Redis to come back before failing the job
 
 def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -80,10 +81,10 @@ def check_fresh_dest(storage, job_id: str, replace: bool) -> None:
     if not found:
         return
     if not replace:
-        raise ConfigError(f"{storage.url(prefix)} already holds results ({found[0]} ...) of an earlier job "
+        raise ConfigError(f"{storage.url(job_id)}/ already holds results ({found[0]} ...) of an earlier job "
                           f"named {job_id!r}: pick another --job-id, or give --replace to delete them first")
     removed = storage.delete_prefix(prefix)
-    print(f"bulklabel: --replace: removed {removed} files under {storage.url(prefix)}", file=sys.stderr)
+    print(f"bulklabel: --replace: removed {removed} files under {storage.url(job_id)}/", file=sys.stderr)
 
 
 class Interrupted(BulkLabelError):
@@ -122,6 +123,16 @@ def signals_ignored(*signums: int):
     return _signals(signal.SIG_IGN, *signums)
 
 
+@contextmanager
+def signals_deferred(*signums: int):
+    """Hold ``signums`` back while the block runs; they are delivered when it ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "stopped by SIGINT"
@@ -156,6 +167,7 @@ def submit(sub: Submission) -> str:
     storage = open_storage(dest)
     jobs = open_store(sub.redis_url, keep_trying=LISTING_PATIENCE)
     if sub.job_id:
+        jobs.check_new(job_id)  # before --replace deletes anything
         check_fresh_dest(storage, job_id, sub.replace)
     jobs.create(job_id, dest, sub.queue, sub.sources)
     if not jobs.live_workers(sub.queue):
@@ -173,10 +185,11 @@ def submit(sub: Submission) -> str:
                     ended = state
                     break
                 message = ChunkMessage(job_id, number, tuple(chunk), dest)
-                app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer)
-                images, chunks = images + len(chunk), chunks + 1
+                with signals_deferred(*STOP_SIGNALS):  # what was sent and what is counted agree
+                    app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer)
+                    images, chunks = images + len(chunk), chunks + 1
     except BaseException as exc:
-        with signals_ignored(signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # a second signal must not skip this
+        with signals_ignored(*STOP_SIGNALS):  # a second signal must not skip this
             _record_failure(jobs, job_id, f"listing interrupted after {chunks} chunks ({images} images): "
                                           f"{_why(exc)}")
         raise

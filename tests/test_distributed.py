@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +61,11 @@ def heavy_model(tmp_path_factory) -> str:
 def main_worker(broker, color_model, s3_server, tmp_path_factory):
     """One warm CPU worker serving the colour model on queue 'main' (shared by several tests)."""
     log = tmp_path_factory.mktemp("logs") / "main-worker.log"
-    worker = Worker(log, color_model.keras_path, "main", broker.url, env=s3_server.env)
+    bucket = s3_server.new_bucket()  # the one bucket it may write to (with the test folders)
+    allowed = f"{tmp_path_factory.getbasetemp()},s3://{bucket}"
+    worker = Worker(log, color_model.keras_path, "main", broker.url,
+                    env={**s3_server.env, "BULKLABEL_ALLOW_DEST": allowed})
+    worker.bucket = bucket
     worker.wait_ready()
     yield worker
     worker.stop()
@@ -198,7 +206,7 @@ def test_local_job_end_to_end(broker, main_worker, tmp_path):
 
 
 def test_s3_job_reads_and_writes_s3(broker, main_worker, s3_server, tmp_path):
-    bucket = s3_server.new_bucket()
+    bucket = main_worker.bucket
     client = s3_server.client()
     rng = np.random.default_rng(9)
     truth = {}
@@ -447,3 +455,166 @@ def test_sigterm_finishes_the_current_chunk_then_exits(broker, heavy_model, tmp_
         successor.stop()
     assert_exactly_once(shard_records(tmp_path / "out" / job_id), truth)
     assert all(int(n) == 1 for n in client.hvals(keys.deliveries(job_id)))  # nothing redone
+
+
+# --- job lifecycle --------------------------------------------------------------------
+
+
+def cli(broker, *args, env=None):
+    return run_cli(*args, env={"BULKLABEL_REDIS_URL": broker.url, **(env or {})})
+
+
+def move_queue(broker, source: str, target: str) -> int:
+    """Hand every message waiting on queue ``source`` to the workers of ``target``."""
+    client, moved = broker.client(), 0
+    while client.lmove(source, target, "RIGHT", "LEFT") is not None:
+        moved += 1
+    return moved
+
+
+def test_chunk_that_cannot_be_saved_fails_the_job(broker, main_worker, tmp_path):
+    """Storage refuses the shard on every delivery: the chunk is delivered again (with a pause)
+    up to BULKLABEL_MAX_DELIVERIES times, then the job is failed with the reason."""
+    make_images(tmp_path / "in", 3)
+    (tmp_path / "out" / "blocked" / "part-000000.jsonl").mkdir(parents=True)  # a folder in the way
+    result = submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--queue", "main",
+                    "--job-id", "blocked", "--wait")
+    assert result.returncode == 1 and "job blocked failed" in result.stderr
+    status = cli(broker, "status", "blocked")
+    assert status.returncode == 1
+    assert "job blocked: failed" in status.stdout
+    assert "saving chunk 0 failed (IsADirectoryError" in status.stdout
+    assert "on each of 3 deliveries" in status.stdout
+    assert broker.client().hget(keys.deliveries("blocked"), "0") == "3"
+    assert "delivering it again in 3 s" in main_worker.log()
+
+
+def test_junk_on_the_queue_is_moved_aside_and_the_worker_keeps_serving(broker, main_worker, tmp_path):
+    import redis
+
+    pid = main_worker.children()[0]["pid"]
+    raw = redis.Redis.from_url(broker.url)
+    junk = [b"\xff\xfe not UTF-8", b"plain text, not JSON", b"[1, 2, 3]", b'{"body": "x"}']
+    for item in junk:
+        raw.lpush("main", item)
+    dead = keys.dead_letter("main")
+    wait_for(lambda: raw.llen(dead) >= len(junk), 30, "the junk on the dead-letter list")
+    entries = [json.loads(x) for x in raw.lrange(dead, 0, -1)]
+    assert {e["reason"] for e in entries[:4]} == {
+        "not UTF-8 text", "not JSON (Expecting value: line 1 column 1 (char 0))",
+        "JSON list, not a message envelope",
+        "JSON object that is not a message envelope (no body/properties/delivery_tag)"}
+    assert {e["size"] for e in entries[:4]} == {len(j) for j in junk}
+    log = main_worker.log()
+    assert f"moved a message aside from queue 'main' to bulklabel:dead:main ({len(junk[0])} bytes, starting " in log
+    assert [kid["pid"] for kid in main_worker.children()] == [pid]  # not restarted
+    assert "restarting" not in log
+    truth = make_images(tmp_path / "in", 4)
+    job_id = job_id_of(submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                              "--queue", "main", "--wait"))
+    assert_exactly_once(shard_records(tmp_path / "out" / job_id), truth)
+
+
+def test_cancel_drops_the_queued_chunks(broker, main_worker, tmp_path):
+    make_images(tmp_path / "in", 4)
+    job_id = job_id_of(submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                              "--queue", "parked", "--chunk-size", "1"))
+    done = cli(broker, "cancel", job_id, "--reason", "wrong model")
+    assert done.returncode == 0 and f"job {job_id} cancelled" in done.stderr
+    status = cli(broker, "status", job_id, "--json")
+    job = json.loads(status.stdout)
+    assert status.returncode == 1 and (job["state"], job["error"]) == ("cancelled", "wrong model")
+    again = cli(broker, "cancel", job_id)
+    assert again.returncode == 0 and "already cancelled" in again.stderr
+    assert move_queue(broker, "parked", "main") == 4  # now the workers reach the chunks
+    wait_for(lambda: main_worker.log().count(f"job {job_id} is cancelled: dropping its chunk") == 4, 30,
+             "the chunks to be dropped")
+    assert not (tmp_path / "out" / job_id).exists()
+    assert broker.client().hgetall(keys.deliveries(job_id)) == {}
+    assert cli(broker, "cancel", "no-such-job").returncode == 4
+    (tmp_path / "empty").mkdir()
+    finished = job_id_of(submit(broker, str(tmp_path / "empty"), "--out", str(tmp_path / "out")))
+    late = cli(broker, "cancel", finished)
+    assert late.returncode == 1 and "already ended (done)" in late.stderr
+
+
+def test_status_shows_a_job_nobody_serves_as_stalled(broker, tmp_path):
+    make_images(tmp_path / "in", 2)
+    job_id = job_id_of(submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                              "--queue", "unserved"))
+    fresh = cli(broker, "status", job_id, env={"BULKLABEL_VISIBILITY_TIMEOUT": "60"})
+    assert fresh.returncode == 0 and f"job {job_id}: queued" in fresh.stdout
+    time.sleep(1.2)
+    stalled = cli(broker, "status", job_id, "--json", env={"BULKLABEL_VISIBILITY_TIMEOUT": "1"})
+    job = json.loads(stalled.stdout)
+    assert stalled.returncode == 1 and job["state"] == "stalled" and job["stalled"] is True
+    assert "no live worker serves queue 'unserved'" in job["error"]
+    assert "bulklabel worker --queue unserved" in job["error"]
+    broker.client().delete("unserved")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_listing_fails_the_job_and_its_chunks_are_dropped(broker, main_worker, tmp_path, signum):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(4000):
+        (folder / f"{i:05d}.jpg").touch()
+    queue = f"interrupted-{signum}"
+    job_id = f"cut-{signum}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKLABEL_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bulklabel", "submit", str(folder), "--out", str(tmp_path / "out"),
+         "--queue", queue, "--chunk-size", "1", "--job-id", job_id],
+        env={**env, "BULKLABEL_REDIS_URL": broker.url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    wait_for(lambda: int(job_hash(broker, job_id).get("chunks_enqueued", 0)) >= 20, 60, "the listing to start",
+             interval=0.01)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum if signum == signal.SIGTERM else process.returncode == 130
+    job = job_hash(broker, job_id)
+    sent = int(re.match(r"listing interrupted after (\d+) chunks", job["error"]).group(1))
+    assert 19 <= sent < 4000 and job["state"] == "failed" and job["listing"] == "1"
+    assert int(job["chunks_enqueued"]) in (sent, sent + 1)  # the signal may fall between count and send
+    name = signal.Signals(signum).name
+    assert job["error"] == f"listing interrupted after {sent} chunks ({sent} images): stopped by {name}"
+    assert f"stopped by {name}" in err or signum == signal.SIGINT
+    status = cli(broker, "status", job_id)
+    assert status.returncode == 1 and "listing interrupted after" in status.stdout
+    if signum == signal.SIGTERM:  # the chunks already queued are dropped by the workers
+        assert move_queue(broker, queue, "main") == sent
+        wait_for(lambda: main_worker.log().count(f"job {job_id} is failed: dropping its chunk") == sent, 60,
+                 "the chunks to be dropped")
+        assert not (tmp_path / "out" / job_id).exists()
+    broker.client().delete(queue)
+
+
+def test_reusing_a_job_id_over_old_results_needs_replace(broker, tmp_path):
+    make_images(tmp_path / "in", 2)
+    stale = tmp_path / "out" / "reused" / "part-000007.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"source": "/old/photo.jpg"}\n')
+    refused = submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--job-id", "reused",
+                     "--queue", "nobody")
+    assert refused.returncode == 2
+    assert "already holds results (reused/part-000007.jsonl ...)" in refused.stderr and "--replace" in refused.stderr
+    assert not broker.client().exists(keys.job("reused")) and stale.exists()
+    replaced = submit(broker, str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--job-id", "reused",
+                      "--queue", "nobody", "--replace")
+    assert job_id_of(replaced) == "reused" and "removed 1 files" in replaced.stderr
+    assert not stale.exists()
+
+
+def test_worker_refuses_a_destination_outside_allow_dest(broker, main_worker, tmp_path_factory):
+    inside = tmp_path_factory.mktemp("allowed")
+    make_images(inside / "in", 2)
+    outside = Path(tempfile.mkdtemp(prefix="bulklabel-outside-", dir=os.path.dirname(ROOT)))
+    try:
+        result = submit(broker, str(inside / "in"), "--out", str(outside), "--queue", "main", "--wait")
+        assert result.returncode == 1
+        job_id = result.stdout.strip().splitlines()[-1]
+        assert "is not under --allow-dest" in job_hash(broker, job_id)["error"]
+        assert list(outside.iterdir()) == []  # nothing written
+        assert f"{str(outside)!r} is not under --allow-dest" in main_worker.log()
+    finally:
+        shutil.rmtree(outside)

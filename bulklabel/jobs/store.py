@@ -81,12 +81,20 @@ class JobStore:
         self._add_chunk = client.register_script(scripts.source("add_chunk"))
 
     # --- producer -------------------------------------------------------------------
+    def check_new(self, job_id: str) -> None:
+        if self.r.exists(keys.job(job_id)):
+            raise self._exists(job_id)
+
+    @staticmethod
+    def _exists(job_id: str) -> ConfigError:
+        return ConfigError(f"job {job_id!r} already exists: pick another --job-id "
+                           f"(or look at it with: bulklabel status {job_id})")
+
     def create(self, job_id: str, dest: str, queue: str, sources: list[str]) -> None:
         now = repr(time.time())
         key = keys.job(job_id)
         if not self.r.hsetnx(key, "job_id", job_id):
-            raise ConfigError(f"job {job_id!r} already exists: pick another --job-id "
-                              f"(or look at it with: bulklabel status {job_id})")
+            raise self._exists(job_id)
         pipe = self.r.pipeline()
         pipe.hset(key, mapping={
             "state": "queued", "dest": dest, "queue": queue, "submitted_at": now, "progress_at": now,

@@ -41,5 +41,12 @@ class MemoryStorage:
             keys = sorted(k for k in self._objects if k.startswith(prefix))
         yield from keys
 
+    def delete_prefix(self, prefix: str) -> int:
+        with self._lock:
+            doomed = [k for k in self._objects if k.startswith(prefix)]
+            for key in doomed:
+                del self._objects[key]
+        return len(doomed)
+
     def url(self, key: str) -> str:
         return self.name.rstrip("/") + "/" + safe_key(key)

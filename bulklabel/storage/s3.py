@@ -147,5 +147,22 @@ class S3Storage:
             for obj in page.get("Contents", ()):
                 yield obj["Key"][len(base):]
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with ``prefix``; returns how many."""
+        removed = 0
+        batch: list[str] = []
+        for key in [*self.list(prefix), None]:
+            if key is not None:
+                batch.append(key)
+            if batch and (key is None or len(batch) == 1000):  # DeleteObjects takes 1000 at most
+                answer = client().delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True})
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise OSError(f"cannot delete {self.url(batch[0])} and others: {first.get('Code')} "
+                                  f"{first.get('Message')}")
+                removed, batch = removed + len(batch), []
+        return removed
+
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

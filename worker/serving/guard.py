@@ -67,7 +67,7 @@ def keep(queue: str, data: bytes, reason: str) -> None:
 def envelope(item: bytes | str) -> tuple[dict | None, str]:
     """The message envelope in a raw queue item, or (None, why it is not one)."""
     try:
-        message = json.loads(bytes_to_str(item))
+        message = json.loads(item.decode("utf-8") if isinstance(item, bytes) else item)
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
     except ValueError as exc:
