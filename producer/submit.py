@@ -37,6 +37,7 @@ class Submission:
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 LISTING_PATIENCE = 60.0  # seconds the listing waits for Redis to come back before failing the job
+PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}  # ~1 min
 
 def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
     it = iter(items)
@@ -180,13 +181,14 @@ def submit(sub: Submission) -> str:
     try:
         with signals_raise(signal.SIGTERM, signal.SIGHUP), app.producer_or_acquire() as producer:
             for number, chunk in enumerate(chunked(iter_sources(sub.sources, s3_lister()), sub.chunk_size)):
-                state = jobs.add_chunk(job_id, len(chunk))
+                state = jobs.add_chunk(job_id, number, len(chunk))
                 if state in ("failed", "cancelled"):
                     ended = state
                     break
                 message = ChunkMessage(job_id, number, tuple(chunk), dest)
                 with signals_deferred(*STOP_SIGNALS):  # what was sent and what is counted agree
-                    app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer)
+                    app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer,
+                                  retry=True, retry_policy=PUBLISH_RETRY)
                     images, chunks = images + len(chunk), chunks + 1
     except BaseException as exc:
         with signals_ignored(*STOP_SIGNALS):  # a second signal must not skip this

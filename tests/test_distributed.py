@@ -618,3 +618,31 @@ def test_worker_refuses_a_destination_outside_allow_dest(broker, main_worker, tm
         assert f"{str(outside)!r} is not under --allow-dest" in main_worker.log()
     finally:
         shutil.rmtree(outside)
+
+
+def test_listing_rides_out_a_redis_restart(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    server.start()
+    try:
+        folder = tmp_path / "many"
+        folder.mkdir()
+        for i in range(1000):
+            (folder / f"{i:05d}.jpg").touch()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BULKLABEL_")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bulklabel", "submit", str(folder), "--out", str(tmp_path / "out"),
+             "--queue", "later", "--chunk-size", "1", "--job-id", "restarted"],
+            env={**env, "BULKLABEL_REDIS_URL": server.url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        wait_for(lambda: int(server.client().hget(keys.job("restarted"), "chunks_enqueued") or 0) >= 20, 60,
+                 "the listing to start", interval=0.01)
+        server.restart(pause=3)
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err
+        job = server.client().hgetall(keys.job("restarted"))
+        assert (job["state"], job["listing"], job["chunks_total"], job["total"]) == ("queued", "0", "1000", "1000")
+        assert server.client().llen("later") in (1000, 1001)  # a publish retried after a lost reply may
+        # queue a chunk twice: workers drop the second delivery (counted once)
+    finally:
+        server.stop()

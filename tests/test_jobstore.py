@@ -50,8 +50,8 @@ def job_keys(job_id="j1"):
 
 def make(store, job_id="j1", chunks=(10, 6)):
     store.create(job_id, "mem://out", "q1", ["s3://a/", "s3://b/"])
-    for images in chunks:
-        store.add_chunk(job_id, images)
+    for number, images in enumerate(chunks):
+        store.add_chunk(job_id, number, images)
 
 
 def package_data_patterns() -> list[str]:
@@ -104,6 +104,9 @@ def test_add_chunk_totals(store):
     make(store, chunks=(5, 7, 0))
     job = store.get("j1")
     assert (job["total"], job["chunks_enqueued"], job["chunks_done"]) == (12, 3, 0)
+    assert store.add_chunk("j1", 1, 7) == "queued"  # a retried call (reply lost) counts nothing
+    assert store.add_chunk("j1", 2, 0) == "queued"
+    assert (store.get("j1")["total"], store.get("j1")["chunks_enqueued"]) == (12, 3)
     assert job["chunks_total"] is None and job["listing_complete"] is False
 
 
@@ -134,7 +137,7 @@ def test_an_ended_job_takes_no_deliveries_and_no_chunks(store, client, end):
     assert (before["state"], before["error"]) == (state, "boom")
     assert store.start_chunk("j1", 0, "w2") == (0, False, state)
     assert store.start_chunk("j1", 1, "w2") == (0, False, state)
-    assert store.add_chunk("j1", 5) == state
+    assert store.add_chunk("j1", 2, 5) == state
     assert client.hgetall(keys.job("j1")) == before
     assert client.hgetall(keys.deliveries("j1")) == {"0": "1"}
     # the first ending wins: a later fail or cancel changes nothing

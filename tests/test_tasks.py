@@ -59,7 +59,7 @@ def sources(tmp_path):
 def new_job(ctx, sources, job_id="j1", finish=True) -> ChunkMessage:
     dest = f"memory://tasks-{uuid.uuid4().hex}"
     ctx.jobs.create(job_id, dest, "q1", ["/photos"])
-    ctx.jobs.add_chunk(job_id, len(sources))
+    ctx.jobs.add_chunk(job_id, 0, len(sources))
     if finish:
         assert ctx.jobs.finish_listing(job_id) is False  # the chunk is outstanding
     return ChunkMessage(job_id, 0, tuple(sources), dest)

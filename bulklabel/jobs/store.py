@@ -107,10 +107,11 @@ class JobStore:
         pipe.zremrangebyscore(keys.JOBS, "-inf", float(now) - MAX_AGE_SECONDS)  # forget expired jobs
         pipe.execute()
 
-    def add_chunk(self, job_id: str, images: int) -> str:
-        """Count a chunk about to be enqueued; returns the job's state (a ``failed`` or
-        ``cancelled`` job counts nothing more: the producer stops listing it)."""
-        state = self._add_chunk(keys=[keys.job(job_id)], args=[images, repr(time.time())])
+    def add_chunk(self, job_id: str, chunk: int, images: int) -> str:
+        """Count chunk ``chunk`` (numbered from 0) about to be enqueued, once however often
+        this is called; returns the job's state (a ``failed`` or ``cancelled`` job counts
+        nothing more: the producer stops listing it)."""
+        state = self._add_chunk(keys=[keys.job(job_id)], args=[chunk, images, repr(time.time())])
         if not state:
             raise JobNotFound(f"job {job_id!r} is not known to Redis (expired or deleted)")
         return state
