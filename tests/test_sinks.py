@@ -238,3 +238,183 @@ def test_csv_cells_cannot_run_as_formulas(tmp_path: Path) -> None:
     assert rows[7]["label"] == "plain" and rows[-1]["source"].startswith("'=HYPERLINK")
     assert read_records(out) == recs
     assert sinks.recorded_sources(out) == {r["source"] for r in recs}
+
+
+# --- --resume: what an interrupted or damaged output keeps ------------------------------
+
+
+def written(path: Path, records: list[dict]) -> bytes:
+    sink = open_sink(path)
+    sink.write(records)
+    sink.close()
+    return path.read_bytes()
+
+
+def resume_and_finish(path: Path, records: list[dict]) -> sinks.OutputScan:
+    """What ``classify --resume`` does with its output: repair, skip what is done, append the rest."""
+    scan = sinks.resume_output(path)
+    sink = open_sink(path, append=True)
+    sink.write([r for r in records if r["source"] not in scan.done])
+    sink.close()
+    return scan
+
+
+def test_resume_csv_cut_inside_a_multibyte_character(tmp_path: Path) -> None:
+    recs = [prediction(f"/photos/été {i} 照片.jpg", MODEL, [("chat", 0.5)]) for i in range(4)]
+    path = tmp_path / "out.csv"
+    data = written(path, recs)
+    cut = data.rindex("照".encode()) + 1  # inside the 3 bytes of 照 in the last record
+    assert cut > data.rindex(b"\r\n", 0, len(data) - 2)
+    path.write_bytes(data[:cut])
+    scan = resume_and_finish(path, recs)
+    assert scan.done == {r["source"] for r in recs[:3]} and scan.records == 3
+    assert scan.cut == [5] and scan.damaged == []
+    assert path.read_bytes() == data
+    assert read_records(path) == recs
+
+
+def test_resume_jsonl_keeps_records_after_a_damaged_line(tmp_path: Path, records) -> None:
+    path = tmp_path / "out.jsonl"
+    data = written(path, records)
+    lines = data.split(b"\n")
+    lines[1] = lines[1][:20] + b"\xff\xfe" + lines[1][40:]  # bad UTF-8, broken JSON
+    lines[3] = b'{"source": "/not/a/whole/record.jpg"}'  # JSON, but not a record
+    path.write_bytes(b"\n".join(lines))
+    scan = resume_and_finish(path, records)
+    assert scan.damaged == [2, 4] and scan.cut == [] and scan.records == len(records) - 2
+    assert scan.done == {r["source"] for i, r in enumerate(records) if i not in (1, 3)}
+    assert scan.notes("out.jsonl") == ["resume: dropped 2 damaged lines of out.jsonl (lines 2, 4); "
+                                       "their images will be labeled again"]
+    back = read_records(path)  # every line is a record again: nothing damaged stays behind
+    assert sorted(back, key=lambda r: r["source"]) == sorted(records, key=lambda r: r["source"])
+    assert back[-2:] == [records[1], records[3]]  # labeled again, appended
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporary file left
+
+
+def test_resume_jsonl_damaged_line_and_cut_tail_together(tmp_path: Path, records) -> None:
+    path = tmp_path / "out.jsonl"
+    data = written(path, records)
+    lines = data.split(b"\n")
+    lines[0] = b"garbage"
+    path.write_bytes(b"\n".join(lines)[:-30])  # the last record cut short
+    scan = sinks.resume_output(path)
+    assert scan.damaged == [1] and scan.cut == [6]
+    assert scan.done == {r["source"] for r in records[1:5]}
+    assert path.read_bytes() == b"".join(line + b"\n" for line in data.split(b"\n")[1:5])
+    assert scan.notes("o.jsonl")[1] == ("resume: removed the partial last record of o.jsonl (line 6, cut short "
+                                        "when the job stopped); its image will be labeled again")
+
+
+def test_resume_only_a_cut_tail_is_truncated_in_place(tmp_path: Path, records) -> None:
+    path = tmp_path / "out.jsonl"
+    data = written(path, records)
+    path.write_bytes(data[:-5])
+    inode = path.stat().st_ino
+    scan = sinks.resume_output(path)
+    assert path.stat().st_ino == inode  # truncated, not rewritten
+    assert path.read_bytes() == jsonl_bytes(records[:-1]) and scan.cut == [6] and scan.damaged == []
+
+
+def test_resume_rewrite_keeps_the_file_mode(tmp_path: Path, records) -> None:
+    path = tmp_path / "out.jsonl"
+    data = written(path, records)
+    path.write_bytes(b"oops\n" + data)
+    path.chmod(0o640)
+    sinks.resume_output(path)
+    assert path.read_bytes() == data and (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_resume_csv_skips_rows_with_wrong_cells_or_bad_bytes(tmp_path: Path, records) -> None:
+    path = tmp_path / "out.csv"
+    data = written(path, records)
+    text = data.decode("utf-8")
+    bad = text.replace("/photos/cat.jpg,", "/photos/cat.jpg,extra,", 1)  # 7 cells
+    bad = bad.encode("utf-8").replace("照片".encode(), b"\xe7\x85", 1)  # cut character in the middle
+    path.write_bytes(bad)
+    scan = resume_and_finish(path, records)
+    assert scan.damaged == [2, 5] and scan.cut == [] and scan.records == len(records) - 2
+    assert records[0]["source"] not in scan.done and records[3]["source"] not in scan.done
+    assert sorted(r["source"] for r in read_records(path)) == sorted(r["source"] for r in records)
+    assert read_records(path)[-2:] == [records[0], records[3]]
+
+
+def test_resume_csv_cut_inside_a_quoted_newline(tmp_path: Path) -> None:
+    """A cut right after the newline inside a quoted file name leaves a complete-looking last
+    line: the record is still partial, and its image must be labeled again."""
+    recs = [prediction("/a.jpg", MODEL, [("x", 0.5)]), prediction("/multi\nline.jpg", MODEL, [("y", 0.5)])]
+    path = tmp_path / "out.csv"
+    data = written(path, recs)
+    cut = data.index(b"multi\n") + len(b"multi\n")
+    path.write_bytes(data[:cut])
+    scan = resume_and_finish(path, recs)
+    assert scan.done == {"/a.jpg"} and scan.cut == [3] and scan.damaged == []
+    assert path.read_bytes() == data and read_records(path) == recs
+
+
+def test_resume_csv_broken_quote_in_the_middle(tmp_path: Path, records) -> None:
+    """A row whose quoting is broken (a cut row with the next record written after it) costs
+    that line only: parsing starts again on the next line."""
+    path = tmp_path / "out.csv"
+    data = written(path, records)
+    lines = data.split(b"\r\n")
+    lines[2] = lines[2][:12]  # '"/photos/été' : a quote opened, never closed
+    path.write_bytes(b"\r\n".join(lines))
+    scan = resume_and_finish(path, records)
+    assert scan.damaged == [3] and scan.records == len(records) - 1
+    assert sorted(r["source"] for r in read_records(path)) == sorted(r["source"] for r in records)
+
+
+def test_resume_csv_cut_inside_the_header(tmp_path: Path, records) -> None:
+    path = tmp_path / "out.csv"
+    data = written(path, records)
+    path.write_bytes(data[:10])
+    scan = resume_and_finish(path, records)
+    assert scan.done == set() and scan.cut == [1]
+    assert read_records(path) == records and path.read_bytes() == data
+
+
+@pytest.mark.parametrize("name,content", [
+    ("notes.jsonl", b'{"my": "own data"}\n["not", "a", "record"]\n'),
+    ("table.csv", b"name,size\r\na.jpg,12\r\n"),
+])
+def test_resume_refuses_a_file_that_is_not_bulklabel_output(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="does not look like bulklabel output"):
+        sinks.resume_output(path)
+    assert path.read_bytes() == content
+
+
+def test_resume_missing_or_empty_output(tmp_path: Path) -> None:
+    assert sinks.resume_output(tmp_path / "none.jsonl").done == set()
+    (tmp_path / "empty.csv").write_bytes(b"")
+    scan = sinks.resume_output(tmp_path / "empty.csv")
+    assert scan.done == set() and scan.notes("x") == []
+
+
+def test_line_list() -> None:
+    assert sinks.line_list([7]) == "line 7"
+    assert sinks.line_list([7, 12]) == "lines 7, 12"
+    assert sinks.line_list([3, 4, 5, 9]) == "lines 3-5, 9"
+    assert sinks.line_list(list(range(1, 40, 2)), most=3) == "lines 1, 3, 5, and 17 more"
+
+
+def test_csv_keeps_empty_strings_apart_from_missing_values(tmp_path: Path) -> None:
+    recs = [{"source": "", "label": "", "score": 0.0, "top_k": [{"label": "", "score": 1.0}], "model": "",
+             "error": ""}, failure("/x.jpg", "m", "")]
+    path = tmp_path / "out.csv"
+    written(path, recs)
+    assert read_records(path) == recs
+    assert sinks.recorded_sources(path) == {"", "/x.jpg"}
+
+
+def test_resume_rewrite_through_a_symbolic_link(tmp_path: Path, records) -> None:
+    real = tmp_path / "store" / "out.jsonl"
+    real.parent.mkdir()
+    data = written(real, records)
+    real.write_bytes(data[:40] + b"\n" + data)  # a cut line in the middle, complete records after
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(real)
+    scan = sinks.resume_output(link)
+    assert scan.damaged == [1] and scan.records == len(records)
+    assert link.is_symlink() and real.read_bytes() == data

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bulklabel.options import EngineOptions, ModelOptions
 from bulklabel.progress import BackgroundCounter, ProgressBar
-from bulklabel.sinks import OutputLock, open_sink, output_format, recorded_sources
+from bulklabel.sinks import OutputLock, OutputScan, open_sink, output_format, resume_output
 from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import s3_lister
 
@@ -36,15 +36,23 @@ class ClassifyJob:
 class Prepared:
     done: set[str]       # sources already recorded in --out (when resuming)
     lock: OutputLock     # held until the job ends: one writer per output
+    scan: OutputScan | None = None  # what --resume found in --out, and dropped from it
 
 
 def prepare(job: ClassifyJob) -> Prepared:
-    """Check everything that needs no model (fail fast) and take the output's lock."""
+    """Check everything that needs no model (fail fast) and take the output's lock. With
+    ``resume``, make --out safe to append to (``resume_output``: damaged lines and a partial
+    last record are dropped, so their images are labeled again) and say what was dropped."""
     output_format(job.out)
     check_sources(job.sources)
     lock = OutputLock(job.out)
     try:
-        return Prepared(recorded_sources(job.out) if job.resume else set(), lock)
+        if not job.resume:
+            return Prepared(set(), lock)
+        scan = resume_output(job.out)
+        for note in scan.notes(job.out):
+            print(f"bulklabel: {note}", file=sys.stderr)
+        return Prepared(scan.done, lock, scan)
     except BaseException:
         lock.release()
         raise
@@ -54,13 +62,15 @@ def run(job: ClassifyJob, prepared: Prepared | None = None) -> JobStats:
     """Label the job's sources into its output (``prepared`` as ``prepare`` returns it)."""
     prepared = prepared or prepare(job)
     try:
-        return _run(job, prepared.done)
+        return _run(job, prepared)
     finally:
         prepared.lock.release()
 
 
-def _run(job: ClassifyJob, done: set[str]) -> JobStats:
+def _run(job: ClassifyJob, prepared: Prepared) -> JobStats:
     from .models import load_model
+
+    done = prepared.done
 
     t = time.perf_counter()
     model = load_model(job.model, job.model_options)
@@ -81,7 +91,10 @@ def _run(job: ClassifyJob, done: set[str]) -> JobStats:
         sink.close()
     bar.close(stats.images, stats.errors)
     if job.resume:
-        print(f"resumed: {len(done)} images already had a record in {job.out} and were skipped")
+        n = len(prepared.scan.damaged) if prepared.scan else 0
+        dropped = f"; {n} damaged line{'s' if n != 1 else ''} dropped and {'its image' if n == 1 else 'their images'}"
+        print(f"resumed: {len(done)} images already had a record in {job.out} and were skipped"
+              + (f"{dropped} labeled again" if n else ""))
     print(
         f"classified {stats.images} images ({stats.errors} errors) in {stats.seconds:.1f} s, "
         f"{stats.rate:.1f} images/s; model {model.model_id} loaded in {load_seconds:.1f} s; "
