@@ -6,15 +6,20 @@ comes from skimage.data. TensorFlow and Keras are never imported.
 
 from __future__ import annotations
 
+import gc
 import io
+import json
+import os
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, features
-from skimage import data as skdata
 
 from bulklabel.errors import BulkLabelError, ImageError
 from bulklabel.settings import DEFAULT_MAX_PIXELS
@@ -97,12 +102,16 @@ def gif_with_claimed_size(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
     """Real photo content (chelsea the cat, 451 x 300), reduced for speed."""
+    from skimage import data as skdata  # imported here: the memory probe runs this file without it
+
     return Image.fromarray(skdata.chelsea()).resize((240, 160), Image.Resampling.BILINEAR)
 
 
 @pytest.fixture(scope="module")
 def big_photo() -> Image.Image:
     """A 4000 x 3000 (12 MP) picture made by upscaling a real photo."""
+    from skimage import data as skdata
+
     return Image.fromarray(skdata.astronaut()).resize((4000, 3000), Image.Resampling.BILINEAR)
 
 
@@ -281,6 +290,31 @@ def test_cmyk_jpeg_grayscale_channel():
     out = decode_image(raw, (8, 8), channels=1)
     assert out.shape == (8, 8, 1)
     assert out.max() < 20
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_lab_tiff(channels):
+    # Pillow converts LAB to RGB but not to L: the grayscale decode once escaped as a
+    # ValueError (found by test_decode_properties.py) instead of going through RGB.
+    arr = np.zeros((10, 20, 3), np.uint8)
+    arr[:, :10] = RED
+    arr[:, 10:] = BLUE
+    raw = encode(Image.fromarray(arr).convert("LAB"), "TIFF")
+    with Image.open(io.BytesIO(raw)) as check:
+        assert check.mode == "LAB"
+    out = decode_image(raw, (10, 20), channels=channels)
+    assert out.shape == (10, 20, channels)
+    if channels == 3:
+        assert_close_color(out[5, 2], RED, tol=25)
+        assert_close_color(out[5, 15], BLUE, tol=25)
+    else:  # luma of red (76) and blue (29)
+        assert abs(int(out[5, 2, 0]) - 76) <= 10 and abs(int(out[5, 15, 0]) - 29) <= 15
+
+
+def test_premultiplied_la_converts():
+    im = Image.new("La", (4, 4), (100, 128))  # premultiplied: 100 is ~199 at half opacity
+    assert np.asarray(to_mode(im, "L")).tolist() == [[227] * 4] * 4  # 199 half over white
+    assert to_mode(im, "RGB").getpixel((0, 0)) == (227, 227, 227)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF"])
@@ -629,6 +663,31 @@ def test_default_limit_lets_big_photos_through(monkeypatch):
     assert "Reached" in info.value.reason
 
 
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX", "EPS", "SGI", "QOI", "DDS"])
+def test_other_pillow_formats_are_refused(fmt):
+    # Pillow can read these, but only the documented formats' parsers see untrusted bytes
+    # (EPS would run Ghostscript), whatever the file is called.
+    raw = encode(solid("RGB", (16, 16), RED), fmt)
+    with Image.open(io.BytesIO(raw)) as check:
+        assert check.format == fmt  # a real file of that format
+    assert _reason(raw) == "not a decodable image (unrecognised or unsupported format)"
+
+
+def test_damaged_file_warnings_stay_quiet(recwarn):
+    # Truncated EXIF makes Pillow warn; the picture still decodes, and nothing reaches the
+    # log (a bulk job of damaged files would otherwise print a warning per file).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "a camera maker long enough to be stored out of line"
+    raw = encode(solid("RGB", (16, 8), RED), "JPEG", exif=exif.tobytes()[:-10])
+    with pytest.warns(UserWarning):
+        with Image.open(io.BytesIO(raw)) as check:
+            check.getexif()
+    recwarn.clear()
+    assert decode_image(raw, (8, 8)).shape == (8, 8, 3)
+    assert [str(w.message) for w in recwarn] == []
+
+
 # --------------------------------------------------------------------------- 6. resize_image
 
 
@@ -672,3 +731,192 @@ def test_load_file_same_as_decode_image(tmp_path, photo):
     photo.save(path, "PNG")
     assert np.array_equal(load_file(str(path), (33, 47)), decode_image(path.read_bytes(), (33, 47)))
 
+
+
+# --------------------------------------------------------------------------- 8. memory per pixel
+#
+# Decoding a picture of P pixels may hold the picture as decoded (1 to 4 bytes a pixel in
+# Pillow) and its 8-bit form (1 or 4), never wide integer, float, alpha or background
+# copies of it. Peaks are measured as resident memory (Pillow's buffers are invisible to
+# tracemalloc) in a fresh process that decodes a 16 MP picture of each worst mode in turn:
+# the peak is reset before each decode (/proc/self/clear_refs) and read after (VmHWM).
+
+MEMORY_SIDE = 4000  # 4000 x 4000 = 16 MP
+MAX_BYTES_PER_PIXEL = 12  # measured at most 8.3 (RGBA, CMYK); 17 to 21 before strip conversion
+
+
+def _png(width: int, height: int, depth: int, color_type: int, row: bytes, chunks: dict[bytes, bytes]) -> bytes:
+    """A PNG whose rows all equal ``row``, fast to write (filter Up: all but the first row are zeros)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    z = zlib.compressobj(1)
+    up = b"\x02" + bytes(len(row))
+    body = [z.compress(b"\x00" + row)]
+    body += [z.compress(up * 64) for _ in range((height - 1) // 64)]
+    body += [z.compress(up * ((height - 1) % 64)), z.flush()]
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    extra = b"".join(chunk(kind, body) for kind, body in chunks.items())
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", b"".join(body)) + chunk(b"IEND", b"")
+
+
+def _memory_case(name: str, side: int = MEMORY_SIDE) -> bytes:
+    """The encoded ``side`` x ``side`` picture for one memory case."""
+    ramp = (np.arange(side) // 3 % 256).astype(np.uint8)
+    rgba = np.stack([ramp, ramp ^ 0x55, ramp[::-1], ramp], axis=1)  # one row, alpha 0..255
+    palette = bytes((np.arange(768) * 7 % 256).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    if name == "I TIFF":
+        return encode(Image.fromarray(np.tile(ramp.astype(np.int32) * 257, (side, 1))), "TIFF")
+    if name == "F TIFF":
+        return encode(Image.fromarray(np.tile(ramp.astype(np.float32) / 255, (side, 1))), "TIFF")
+    if name == "CMYK TIFF":
+        return encode(Image.fromarray(np.tile(rgba, (side, 1, 1)), "CMYK"), "TIFF")
+    pngs = {
+        "1 PNG": (1, 0, np.packbits(ramp > 100).tobytes(), {}),
+        "L PNG": (8, 0, ramp.tobytes(), {}),
+        "LA PNG": (8, 4, rgba[:, [0, 3]].tobytes(), {}),
+        "RGB PNG": (8, 2, rgba[:, :3].tobytes(), {}),
+        "RGBA PNG": (8, 6, rgba.tobytes(), {}),
+        "RGBA PNG, EXIF rotated": (8, 6, rgba.tobytes(), {b"eXIf": exif.tobytes()[6:]}),
+        "P PNG": (8, 3, ramp.tobytes(), {b"PLTE": palette}),
+        "P+tRNS PNG": (8, 3, ramp.tobytes(), {b"PLTE": palette, b"tRNS": bytes(range(256))[::-1]}),
+        "I;16 PNG": (16, 0, ramp.astype(">u2").tobytes(), {}),
+        "RGBA 16-bit PNG": (16, 6, (rgba.astype(">u2") * 257).tobytes(), {}),
+    }
+    depth, color_type, row, chunks = pngs[name]
+    return _png(side, side, depth, color_type, row, chunks)
+
+
+MEMORY_CASES = [
+    # (case, mode as Pillow opens it, Pillow's bytes per pixel in that mode); before strip
+    # conversion, in bytes per pixel: 5, 5, 20, 4, 20, 20, 9, 17, 19, 20, 21, 17, 8.
+    ("1 PNG", "1", 1), ("L PNG", "L", 1), ("LA PNG", "LA", 4), ("RGB PNG", "RGB", 4),
+    ("RGBA PNG", "RGBA", 4), ("RGBA PNG, EXIF rotated", "RGBA", 4), ("P PNG", "P", 1),
+    ("P+tRNS PNG", "P", 1), ("I;16 PNG", "I;16", 2), ("RGBA 16-bit PNG", "RGBA", 4),
+    ("I TIFF", "I", 4), ("F TIFF", "F", 4), ("CMYK TIFF", "CMYK", 4),
+]
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _measure_peaks(names: list[str]) -> dict[str, dict]:
+    """In this (fresh) process: the resident peak of decoding each case, over what was there before."""
+    results = {}
+    for name in names:
+        data = _memory_case(name)
+        with Image.open(io.BytesIO(data)) as check:
+            mode, (width, height), orientation = check.mode, check.size, check.getexif().get(0x0112)
+        gc.collect()
+        before = _status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+        out = decode_image(data, (224, 224))
+        peak = _status_bytes("VmHWM") - before
+        assert out.shape == (224, 224, 3)
+        results[name] = {"mode": mode, "orientation": orientation, "pixels": width * height, "peak": peak}
+        del out, data
+    return results
+
+
+def _run_memory_probe(names: list[str]) -> dict[str, dict]:
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak resident size")
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "MALLOC_MMAP_THRESHOLD_": "1048576"}  # big blocks go back at once
+    done = subprocess.run([sys.executable, __file__, *names], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def memory_peaks() -> dict[str, dict]:
+    return _run_memory_probe([name for name, _, _ in MEMORY_CASES])
+
+
+@pytest.mark.parametrize(("name", "mode", "native"), MEMORY_CASES, ids=[c[0] for c in MEMORY_CASES])
+def test_decode_memory_is_a_few_bytes_per_pixel(memory_peaks, name, mode, native):
+    result = memory_peaks[name]
+    assert result["mode"] == mode  # the case really is the mode it is named for
+    assert result["orientation"] == (6 if "EXIF" in name else None)
+    per_pixel = result["peak"] / result["pixels"]
+    # The measurement sees the picture itself (so it measures something)...
+    assert per_pixel >= 0.9 * native, result
+    # ...and nothing wider than it and its 8-bit form.
+    assert per_pixel <= MAX_BYTES_PER_PIXEL, f"{name}: {per_pixel:.1f} bytes per pixel"
+
+
+# --------------------------------------------------------------------------- 9. strips
+
+
+@pytest.mark.parametrize("mode", ["1", "LA", "RGBA", "P", "P+t", "I;16", "I", "F", "CMYK"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_strip_conversion_is_seamless(photo, monkeypatch, mode, channels):
+    """Converting a few rows at a time gives the same pixels as converting in one piece."""
+    photo = photo.crop((40, 20, 160, 100))  # 120 x 80
+    gray = np.asarray(photo.convert("L"))
+    alpha = np.linspace(0, 255, gray.shape[1]).astype(np.uint8)[None, :].repeat(gray.shape[0], 0)
+    im, params = {
+        "1": (Image.fromarray(gray > 100), {}),
+        "LA": (Image.fromarray(np.dstack([gray, alpha]), "LA"), {}),
+        "RGBA": (Image.fromarray(np.dstack([np.asarray(photo), alpha]), "RGBA"), {}),
+        "P": (photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64), {}),
+        "P+t": (photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64), {"transparency": 3}),
+        "I;16": (Image.fromarray(gray.astype(np.uint16) * 250), {}),
+        "I": (Image.fromarray(gray.astype(np.int32) * 250 - 3000), {}),
+        "F": (Image.fromarray(gray.astype(np.float32) / 255), {}),
+        "CMYK": (photo.convert("CMYK"), {}),
+    }[mode]
+    raw = encode(im, "TIFF" if mode in ("I", "F", "CMYK") else "PNG", **params)
+    whole = decode_image(raw, (50, 70), channels)
+    for rows in (7, 1):  # uneven strips, then one row a strip
+        monkeypatch.setattr(decode, "_STRIP_PIXELS", rows * 120)
+        assert np.array_equal(decode_image(raw, (50, 70), channels), whole)
+
+
+@pytest.mark.parametrize("kind", ["F", "I"])
+def test_wide_scaling_is_decided_for_the_whole_picture(monkeypatch, kind):
+    # The top rows alone would be read as 0..1 floats (or 8-bit integers); the bottom rows
+    # show the picture is not: every strip must be scaled alike, as in one piece.
+    values = np.full((64, 16), 1.0 if kind == "F" else 200, np.float32 if kind == "F" else np.int32)
+    values[48:] = 250.0 if kind == "F" else 60000
+    raw = encode(Image.fromarray(values), "TIFF")
+    monkeypatch.setattr(decode, "_STRIP_PIXELS", 16)  # one row a strip
+    out = decode_image(raw, (64, 16), channels=1)[..., 0]
+    if kind == "F":  # not scaled: 1.0 stays 1, 250.0 stays 250
+        assert np.all(out[:48] == 1) and np.all(out[48:] == 250)
+    else:  # shifted: 200 >> 8 == 0, 60000 >> 8 == 234
+        assert np.all(out[:48] == 0) and np.all(out[48:] == 234)
+
+
+def test_float_nan_and_infinity():
+    values = np.zeros((8, 8), np.float32)
+    values[:, :2] = np.nan
+    values[:, 2:4] = np.inf
+    values[:, 4:6] = -np.inf
+    values[:, 6:] = 0.5
+    out = decode_image(encode(Image.fromarray(values), "TIFF"), (8, 8), channels=1)[..., 0]
+    # The largest value is infinite, so nothing is scaled: NaN → 0, ±inf clipped, 0.5 → 0.
+    assert np.all(out[:, :2] == 0) and np.all(out[:, 2:4] == 255) and np.all(out[:, 4:] == 0)
+    all_nan = np.full((4, 4), np.nan, np.float32)
+    assert np.all(decode_image(encode(Image.fromarray(all_nan), "TIFF"), (4, 4)) == 0)
+    # NaN aside, all in [0, 1]: scaled, wherever the NaN are (first pixel or not).
+    for first in (0.5, np.nan):
+        values = np.full((4, 4), 0.5, np.float32)
+        values[0, 0], values[2, 2] = first, np.nan
+        out = decode_image(encode(Image.fromarray(values), "TIFF"), (4, 4), channels=1)[..., 0]
+        assert out[2, 2] == 0 and out[0, 0] == (127 if first == 0.5 else 0) and out[3, 3] == 127
+
+
+if __name__ == "__main__":  # the memory probe: python tests/test_decode.py CASE...
+    print(json.dumps(_measure_peaks(sys.argv[1:])))
