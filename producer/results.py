@@ -14,7 +14,8 @@ import sys
 from bulklabel.chunks import is_shard, shard_prefix
 from bulklabel.errors import BulkLabelError, ConfigError
 from bulklabel.jobs import open_store
-from bulklabel.sinks import jsonl_lines, open_sink, output_format
+from bulklabel.record_codec import jsonl_lines
+from bulklabel.sinks import open_sink, output_format
 from bulklabel.storage import open_storage
 
 

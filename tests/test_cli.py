@@ -211,7 +211,7 @@ def test_a_second_writer_of_one_output_is_refused(color_model, color_folder, tmp
     touching the file; once the first is gone the output is free again."""
     import os
 
-    from bulklabel.sinks import OutputLock
+    from bulklabel.output_lock import OutputLock
 
     folder, truth = color_folder
     out = tmp_path / "labels.jsonl"

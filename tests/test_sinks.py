@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bulklabel import sinks
+from bulklabel import record_codec, resume, sinks
 from bulklabel.errors import ConfigError
 from bulklabel.records import FIELDS, failure, prediction
 from bulklabel.sinks import jsonl_bytes, open_sink, output_format, read_records
@@ -233,11 +233,11 @@ def test_csv_cells_cannot_run_as_formulas(tmp_path: Path) -> None:
     for row in rows:
         for field in ("source", "label", "error"):
             cell = row[field]
-            assert not cell.startswith(sinks.FORMULA_START), (field, cell)
+            assert not cell.startswith(record_codec.FORMULA_START), (field, cell)
     assert rows[0]["label"] == "'=cmd|' /C calc'!A0" and rows[6]["label"] == "''quoted"
     assert rows[7]["label"] == "plain" and rows[-1]["source"].startswith("'=HYPERLINK")
     assert read_records(out) == recs
-    assert sinks.recorded_sources(out) == {r["source"] for r in recs}
+    assert resume.recorded_sources(out) == {r["source"] for r in recs}
 
 
 # --- --resume: what an interrupted or damaged output keeps ------------------------------
@@ -250,9 +250,9 @@ def written(path: Path, records: list[dict]) -> bytes:
     return path.read_bytes()
 
 
-def resume_and_finish(path: Path, records: list[dict]) -> sinks.OutputScan:
+def resume_and_finish(path: Path, records: list[dict]) -> resume.OutputScan:
     """What ``classify --resume`` does with its output: repair, skip what is done, append the rest."""
-    scan = sinks.resume_output(path)
+    scan = resume.resume_output(path)
     sink = open_sink(path, append=True)
     sink.write([r for r in records if r["source"] not in scan.done])
     sink.close()
@@ -297,7 +297,7 @@ def test_resume_jsonl_damaged_line_and_cut_tail_together(tmp_path: Path, records
     lines = data.split(b"\n")
     lines[0] = b"garbage"
     path.write_bytes(b"\n".join(lines)[:-30])  # the last record cut short
-    scan = sinks.resume_output(path)
+    scan = resume.resume_output(path)
     assert scan.damaged == [1] and scan.cut == [6]
     assert scan.done == {r["source"] for r in records[1:5]}
     assert path.read_bytes() == b"".join(line + b"\n" for line in data.split(b"\n")[1:5])
@@ -310,7 +310,7 @@ def test_resume_only_a_cut_tail_is_truncated_in_place(tmp_path: Path, records) -
     data = written(path, records)
     path.write_bytes(data[:-5])
     inode = path.stat().st_ino
-    scan = sinks.resume_output(path)
+    scan = resume.resume_output(path)
     assert path.stat().st_ino == inode  # truncated, not rewritten
     assert path.read_bytes() == jsonl_bytes(records[:-1]) and scan.cut == [6] and scan.damaged == []
 
@@ -320,7 +320,7 @@ def test_resume_rewrite_keeps_the_file_mode(tmp_path: Path, records) -> None:
     data = written(path, records)
     path.write_bytes(b"oops\n" + data)
     path.chmod(0o640)
-    sinks.resume_output(path)
+    resume.resume_output(path)
     assert path.read_bytes() == data and (path.stat().st_mode & 0o777) == 0o640
 
 
@@ -381,22 +381,22 @@ def test_resume_refuses_a_file_that_is_not_bulklabel_output(tmp_path: Path, name
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(ConfigError, match="does not look like bulklabel output"):
-        sinks.resume_output(path)
+        resume.resume_output(path)
     assert path.read_bytes() == content
 
 
 def test_resume_missing_or_empty_output(tmp_path: Path) -> None:
-    assert sinks.resume_output(tmp_path / "none.jsonl").done == set()
+    assert resume.resume_output(tmp_path / "none.jsonl").done == set()
     (tmp_path / "empty.csv").write_bytes(b"")
-    scan = sinks.resume_output(tmp_path / "empty.csv")
+    scan = resume.resume_output(tmp_path / "empty.csv")
     assert scan.done == set() and scan.notes("x") == []
 
 
 def test_line_list() -> None:
-    assert sinks.line_list([7]) == "line 7"
-    assert sinks.line_list([7, 12]) == "lines 7, 12"
-    assert sinks.line_list([3, 4, 5, 9]) == "lines 3-5, 9"
-    assert sinks.line_list(list(range(1, 40, 2)), most=3) == "lines 1, 3, 5, and 17 more"
+    assert resume.line_list([7]) == "line 7"
+    assert resume.line_list([7, 12]) == "lines 7, 12"
+    assert resume.line_list([3, 4, 5, 9]) == "lines 3-5, 9"
+    assert resume.line_list(list(range(1, 40, 2)), most=3) == "lines 1, 3, 5, and 17 more"
 
 
 def test_csv_keeps_empty_strings_apart_from_missing_values(tmp_path: Path) -> None:
@@ -405,7 +405,7 @@ def test_csv_keeps_empty_strings_apart_from_missing_values(tmp_path: Path) -> No
     path = tmp_path / "out.csv"
     written(path, recs)
     assert read_records(path) == recs
-    assert sinks.recorded_sources(path) == {"", "/x.jpg"}
+    assert resume.recorded_sources(path) == {"", "/x.jpg"}
 
 
 def test_resume_rewrite_through_a_symbolic_link(tmp_path: Path, records) -> None:
@@ -415,6 +415,6 @@ def test_resume_rewrite_through_a_symbolic_link(tmp_path: Path, records) -> None
     real.write_bytes(data[:40] + b"\n" + data)  # a cut line in the middle, complete records after
     link = tmp_path / "out.jsonl"
     link.symlink_to(real)
-    scan = sinks.resume_output(link)
+    scan = resume.resume_output(link)
     assert scan.damaged == [1] and scan.records == len(records)
     assert link.is_symlink() and real.read_bytes() == data

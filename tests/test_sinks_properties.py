@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bulklabel import sinks
+from bulklabel import record_codec, resume
 from bulklabel.records import FIELDS
 from bulklabel.sinks import jsonl_bytes, open_sink, read_records
 
@@ -68,20 +68,20 @@ def test_every_record_round_trips(records, ext, batches) -> None:
         assert [list(r) for r in back] == [list(FIELDS)] * len(records)
         if ext != ".parquet":
             data = path.read_bytes()
-            scan = sinks.scan_output(data, ext)
+            scan = resume.scan_output(data, ext)
             assert (scan.records, scan.damaged, scan.cut) == (len(records), [], [])
             assert scan.done == {r["source"] for r in records} and scan.kept_size == len(data)
         if ext == ".jsonl":
             assert path.read_bytes() == jsonl_bytes(records)  # the shards' bytes, read by `results`
-            assert [sinks.json_record(json.loads(line)) for line in sinks.jsonl_lines(data)] == records
+            assert [record_codec.json_record(json.loads(line)) for line in record_codec.jsonl_lines(data)] == records
 
 
 @SETTINGS
 @given(value=TEXT)
 def test_csv_neutralisation_is_undone(value) -> None:
-    cell = sinks.csv_cell(value)
-    assert cell and not cell.startswith(sinks.FORMULA_START)
-    assert sinks.csv_value(cell) == value
+    cell = record_codec.csv_cell(value)
+    assert cell and not cell.startswith(record_codec.FORMULA_START)
+    assert record_codec.csv_value(cell) == value
 
 
 @SETTINGS
@@ -95,9 +95,9 @@ def test_resume_after_any_cut_keeps_exactly_the_complete_records(records, ext, d
         path.write_bytes(full[:cut])
         complete = sum(end <= cut for end in ends)  # records whose last byte (the newline) survived
         kept = ends[complete - 1] if complete else (len(header(ext)) if cut >= len(header(ext)) else 0)
-        assert sinks.recorded_sources(path) == {r["source"] for r in records[:complete]}
+        assert resume.recorded_sources(path) == {r["source"] for r in records[:complete]}
         assert path.read_bytes() == full[:kept]
-        scan = sinks.scan_output(full[:cut], ext)
+        scan = resume.scan_output(full[:cut], ext)
         assert scan.records == complete and scan.damaged == [] and bool(scan.cut) == (cut > kept)
         sink = open_sink(path, append=True)  # resume goes on where the file now ends
         sink.write(records[complete:])
@@ -116,7 +116,7 @@ JUNK = st.binary(min_size=0, max_size=20).map(lambda b: b.replace(b"\n", b"").re
 @given(records=st.lists(RECORD, min_size=2, max_size=8), ext=STREAMED, data=st.data())
 def test_resume_drops_a_damaged_record_and_keeps_all_others(records, ext, data) -> None:
     """One record replaced by a line that is not one (bytes that are not UTF-8 among any others;
-    no quote, see ``sinks._scan_csv`` on quotes): every other record is kept, the file is left
+    no quote, see ``resume._scan_csv`` on quotes): every other record is kept, the file is left
     without the damaged line, and appending the missing record completes it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ("out" + ext)
@@ -128,8 +128,8 @@ def test_resume_drops_a_damaged_record_and_keeps_all_others(records, ext, data) 
         damaged = full[:start] + junk + full[ends[k]:]
         path.write_bytes(damaged)
         others = records[:k] + records[k + 1:]
-        assert sinks.recorded_sources(path) == {r["source"] for r in others}
+        assert resume.recorded_sources(path) == {r["source"] for r in others}
         assert path.read_bytes() == full[:start] + full[ends[k]:]
         assert read_records(path) == others
-        scan = sinks.scan_output(damaged, ext)
+        scan = resume.scan_output(damaged, ext)
         assert scan.records == len(others) and scan.cut == [] and len(scan.damaged) == 1

@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass
 
 from bulklabel.options import EngineOptions, ModelOptions
+from bulklabel.output_lock import OutputLock
 from bulklabel.progress import BackgroundCounter, ProgressBar
-from bulklabel.sinks import OutputLock, OutputScan, open_sink, output_format, resume_output
+from bulklabel.resume import OutputScan, resume_output
+from bulklabel.sinks import open_sink, output_format
 from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import s3_lister
 
