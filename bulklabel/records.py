@@ -2,12 +2,16 @@
 
 Every output (JSONL, CSV, Parquet, the distributed shards) uses these fields, in this
 order. A record with an ``error`` has ``label``/``score`` null and an empty ``top_k``.
+Every field is valid UTF-8 text: a ``source`` whose path is not is written as a ``file://``
+URI (``bulklabel.names.source_text``), so no output format can fail on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from .names import as_text, source_text
 
 FIELDS = ("source", "label", "score", "top_k", "model", "error")
 
@@ -19,7 +23,7 @@ def prediction(source: str, model: str, top_k: Sequence[tuple[str, float]]) -> R
     ranked = [{"label": label, "score": round(float(score), 6)} for label, score in top_k]
     best = ranked[0] if ranked else {"label": None, "score": None}
     return {
-        "source": source,
+        "source": source_text(source),
         "label": best["label"],
         "score": best["score"],
         "top_k": ranked,
@@ -31,10 +35,10 @@ def prediction(source: str, model: str, top_k: Sequence[tuple[str, float]]) -> R
 def failure(source: str, model: str, reason: str) -> Record:
     """A record for an image that could not be classified, with a readable reason."""
     return {
-        "source": source,
+        "source": source_text(source),
         "label": None,
         "score": None,
         "top_k": [],
         "model": model,
-        "error": reason,
+        "error": as_text(reason),
     }

@@ -1,11 +1,20 @@
 """Turning SOURCE arguments into a lazy stream of image locations.
 
 A SOURCE is a file, a directory (walked recursively), a glob (``**`` recurses), an
-``s3://bucket/prefix``, or ``@list.txt`` (one source per line; blank lines and ``#``
-comments skipped, relative paths taken from the current directory). Directories, globs
-and prefixes yield only files with an image extension; a file named explicitly, on the
-command line or in a list, is always yielded, so a non-image there gets an error record.
-Entries whose name starts with a dot are skipped inside directories.
+``s3://bucket/prefix``, a ``file://`` URI, or ``@list.txt`` (one source per line; blank
+lines and ``#`` comments skipped, relative paths taken from the current directory).
+Directories, globs and prefixes yield only files with an image extension; a file named
+explicitly, on the command line or in a list, is always yielded, so a non-image there gets
+an error record. Entries whose name starts with a dot are skipped inside directories.
+
+Every location is valid UTF-8 text (``bulklabel.names``): a path that is not valid UTF-8
+comes out as a percent-encoded ``file://`` URI, so records, outputs, ``--resume`` and chunk
+messages can carry it. List files are read as bytes, so they can hold such paths too
+(docs/sources.md).
+
+Symlink loops are cut: the folder walk, and each ``**`` of a glob, visit a directory (by
+``st_dev``, ``st_ino``) at most once; a folder matched by a glob is walked like a folder
+source, without going back up into the folders the glob came through.
 
 Nothing is materialised: ``iter_sources`` is a generator, memory stays flat whatever
 the size of the archive.
@@ -13,11 +22,12 @@ the size of the archive.
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from .errors import SourceError
+from .names import is_file_uri, is_text, local_str, source_text
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 GLOB_CHARS = frozenset("*?[")
@@ -26,13 +36,19 @@ GLOB_CHARS = frozenset("*?[")
 # (uri) -> iterator of s3:// URIs of image keys.
 S3Lister = Callable[[str], Iterator[str]]
 
+DirKey = tuple[int, int]  # (st_dev, st_ino) of a directory
+
 
 def has_image_extension(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _has_magic(s: str) -> bool:
+    return any(c in GLOB_CHARS for c in s)
+
+
 def is_glob(spec: str) -> bool:
-    return any(c in GLOB_CHARS for c in spec) and not os.path.exists(spec)
+    return _has_magic(spec) and not os.path.exists(spec)
 
 
 def check_sources(specs: Iterable[str]) -> None:
@@ -42,51 +58,83 @@ def check_sources(specs: Iterable[str]) -> None:
         raise SourceError("no SOURCE given: name image files, folders, globs, @lists or s3:// URIs")
     for spec in specs:
         if spec.startswith("s3://"):
+            if not is_text(spec):
+                raise SourceError(f"an s3:// URI must be valid UTF-8 (S3 keys are). Received: {spec!r}")
+            continue
+        if is_file_uri(spec):
+            if not os.path.exists(_file_uri_path(spec)):
+                raise SourceError(f"source not found: {spec!r} (a file:// URI of a file or folder)")
             continue
         spec = os.path.expanduser(spec)
         if spec.startswith("@"):
             if not os.path.isfile(os.path.expanduser(spec[1:])):
                 raise SourceError(f"list file not found: {spec[1:]!r} (from {spec!r})")
         elif is_glob(spec):
-            if next(glob.iglob(os.path.expanduser(spec), recursive=True), None) is None:
+            if next(iglob(os.path.expanduser(spec)), None) is None:
                 raise SourceError(f"the glob {spec!r} matches no file")
         elif not os.path.exists(spec):
             raise SourceError(f"source not found: {spec!r} (a file, folder, glob, @list or s3:// URI)")
 
 
+def _file_uri_path(uri: str) -> str:
+    try:
+        return local_str(uri)
+    except ValueError as exc:
+        raise SourceError(f"{exc}. Received: {uri!r}") from None
+
+
 def iter_sources(specs: Iterable[str], s3_lister: S3Lister | None = None) -> Iterator[str]:
-    """Yield every image location named by ``specs``: absolute paths or s3:// URIs."""
+    """Yield every image location named by ``specs``: absolute paths, ``s3://`` URIs, and
+    ``file://`` URIs for paths that are not valid UTF-8 — always valid UTF-8 text."""
     for spec in specs:
-        yield from _expand(spec, s3_lister, explicit=True)
+        for location in _expand(spec, s3_lister, explicit=True):
+            yield source_text(location)
 
 
 def _expand(spec: str, s3_lister: S3Lister | None, explicit: bool) -> Iterator[str]:
     if spec.startswith("s3://"):
         if s3_lister is None:
             raise SourceError(f"S3 sources are not supported by this command. Received: {spec!r}")
+        if not is_text(spec):
+            raise SourceError(f"an s3:// URI must be valid UTF-8 (S3 keys are). Received: {spec!r}")
         if has_image_extension(spec) and explicit:
             yield spec  # one object named explicitly
         else:
             yield from s3_lister(spec)
+    elif is_file_uri(spec):  # one file or folder, never a glob
+        try:
+            path = local_str(spec)
+        except ValueError:
+            yield spec  # names nothing here: the reader gives it an error record
+            return
+        if os.path.isdir(path):
+            yield from walk_images(path)
+        else:
+            yield os.path.abspath(path)
     elif spec.startswith("@"):
         yield from _from_list(spec[1:], s3_lister)
     elif os.path.isdir(spec := os.path.expanduser(spec)):
         yield from walk_images(spec)
     elif is_glob(spec):
-        # A folder matched is walked whole; with ``**`` the glob also matches everything
-        # inside it, which must not be yielded a second time.
-        walked: set[str] = set()
-        for match in glob.iglob(os.path.expanduser(spec), recursive=True):
-            path = os.path.abspath(match)
-            if _under_any(path, walked):
-                continue
-            if os.path.isdir(path):
-                walked.add(path)
-                yield from walk_images(path)
-            elif has_image_extension(path):
-                yield path
+        yield from _expand_glob(spec)
     else:
-        yield os.path.abspath(os.path.expanduser(spec))
+        yield os.path.abspath(spec)
+
+
+def _expand_glob(pattern: str) -> Iterator[str]:
+    # A folder matched is walked whole; with ``**`` the glob also matches everything
+    # inside it, which must not be yielded a second time.
+    walked: set[str] = set()
+    listed: set[DirKey] = set()  # folders whose images are out already (through any path)
+    for match, above in _iglob(pattern):
+        path = os.path.abspath(match)
+        if _under_any(path, walked):
+            continue
+        if os.path.isdir(path):
+            walked.add(path)
+            yield from walk_images(path, seen=listed, avoid=above)
+        elif has_image_extension(path):
+            yield path
 
 
 def _under_any(path: str, folders: set[str]) -> bool:
@@ -102,36 +150,53 @@ def _under_any(path: str, folders: set[str]) -> bool:
 
 
 def _from_list(path: str, s3_lister: S3Lister | None) -> Iterator[str]:
+    """The sources of a list file, read as bytes: a line that is not valid UTF-8 is a path
+    whose name is not (it comes out as a ``file://`` URI)."""
     try:
-        f = open(os.path.expanduser(path), encoding="utf-8")
+        f = open(os.path.expanduser(path), "rb")
     except OSError as exc:
         raise SourceError(f"cannot read list file {path!r}: {exc.strerror or exc}") from None
     with f:
-        for line in f:
+        for number, raw in enumerate(f, 1):  # lines end at b"\n" only
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                raw = raw[3:]
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = os.fsdecode(raw)  # the file name's own bytes, as the file system gives them
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue
             if entry.startswith("@"):
                 raise SourceError(f"a list file cannot name another list. Received: {entry!r} in {path!r}")
-            if entry.startswith("s3://") or os.path.isdir(entry) or is_glob(entry):
+            if entry.startswith("s3://") and not is_text(entry):
+                raise SourceError(f"line {number} of {path!r} is an s3:// URI that is not valid UTF-8 "
+                                  f"(S3 keys are). Received: {entry!r}")
+            if entry.startswith("s3://") or is_file_uri(entry) or os.path.isdir(entry) or is_glob(entry):
                 yield from _expand(entry, s3_lister, explicit=True)
             else:
                 # A missing file in a list is data, not configuration: it gets an error record.
                 yield os.path.abspath(os.path.expanduser(entry))
 
 
-def walk_images(root: str) -> Iterator[str]:
-    """Image files under ``root``, depth first, without building the listing in memory."""
+def walk_images(root: str, *, seen: set[DirKey] | None = None, avoid: Collection[DirKey] = ()) -> Iterator[str]:
+    """Image files under ``root``, depth first, without building the listing in memory.
+
+    Each directory is listed once (by ``st_dev``, ``st_ino``), so a symlink loop is cut.
+    ``seen`` (updated) holds directories already listed, ``avoid`` directories not to enter
+    (a glob's folders above ``root``)."""
     root = os.path.abspath(root)
-    seen_dirs: set[tuple[int, int]] = set()
+    seen_dirs: set[DirKey] = set() if seen is None else seen
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
             st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen_dirs:  # symlink loop
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs or key in avoid:  # symlink loop, or listed already
                 continue
-            seen_dirs.add((st.st_dev, st.st_ino))
+            seen_dirs.add(key)
             entries = os.scandir(folder)
         except OSError as exc:
             raise SourceError(f"cannot list folder {folder!r}: {exc.strerror or exc}") from None
@@ -148,3 +213,125 @@ def walk_images(root: str) -> Iterator[str]:
                 except OSError:
                     continue
         stack.extend(reversed(subdirs))
+
+
+# --- globs ------------------------------------------------------------------------------
+#
+# ``glob.iglob(recursive=True)`` follows symlinks into directories under ``**`` with no
+# memory of where it has been: a link to a parent folder makes it list the same images
+# until the path is too long (tens of thousands of times). This is the same matching
+# (fnmatch per path segment, ``*`` and ``**`` skip names starting with a dot unless the
+# segment does, ``**`` matches zero or more folders, a trailing ``/`` matches folders
+# only, each folder listed lazily in the order the file system gives), but each ``**``
+# visits a folder (by ``st_dev``, ``st_ino``) once, and never one of the folders above it
+# on its own path (a link back up is a loop).
+
+
+def iglob(pattern: str) -> Iterator[str]:
+    """Paths matching ``pattern``, as ``glob.iglob(pattern, recursive=True)`` gives them but
+    with symlink loops cut (see above). A folder matched by a final ``**`` is yielded once,
+    itself, in place of everything under it."""
+    for match, _ in _iglob(pattern):
+        yield match
+
+
+def _dir_key(path: str) -> DirKey | None:
+    try:
+        st = os.stat(path or os.curdir)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _join(folder: str, name: str) -> str:
+    return os.path.join(folder, name) if folder else name
+
+
+def _iglob(pattern: str) -> Iterator[tuple[str, tuple[DirKey, ...]]]:
+    """(match, the folders the glob came through to its parent), lazily."""
+    parts = pattern.split("/")
+    dir_only = len(parts) > 1 and parts[-1] == ""
+    folder = "/" if pattern.startswith("/") else ""
+    parts = [p for p in parts if p]
+    while parts and not _has_magic(parts[0]):  # the literal folder the glob starts from
+        folder = _join(folder, parts.pop(0))
+    if not parts:  # nothing to match: the path itself
+        if os.path.isdir(folder) if dir_only else os.path.lexists(folder):
+            yield folder, ()
+        return
+    key = _dir_key(folder)
+    if key is not None:
+        yield from _match(folder, parts, (key,), dir_only, {})
+
+
+def _match(folder: str, parts: list[str], above: tuple[DirKey, ...], dir_only: bool,
+           visited: dict[int, set[DirKey]]) -> Iterator[tuple[str, tuple[DirKey, ...]]]:
+    """Matches of ``parts`` inside ``folder`` ('' for the current one). ``above`` ends with
+    ``folder``'s own key; ``visited`` holds, per ``**`` (by how many parts follow it), the
+    folders it has visited: the rest of the pattern matches the same names in a folder
+    however it was reached, so a second visit could only repeat images."""
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        if not rest:  # everything under folder: the folder itself, walked by the caller
+            yield (folder or os.curdir), above[:-1]
+            return
+        seen = visited.setdefault(len(rest), set())
+        for sub, sub_above in _walk_folders(folder, above, seen):
+            yield from _match(sub, rest, sub_above, dir_only, visited)
+    elif not _has_magic(head):
+        path = _join(folder, head)
+        if rest:
+            key = _dir_key(path) if os.path.isdir(path) else None
+            if key is not None:  # after "..", the glob starts again from where it went up to
+                yield from _match(path, rest, (key,) if head == ".." else (*above, key), dir_only, visited)
+        elif os.path.isdir(path) if dir_only else os.path.lexists(path):
+            yield path, above
+    else:
+        for name, key in _names(folder, head, dirs=bool(rest) or dir_only):
+            path = _join(folder, name)
+            if not rest:
+                yield path, above
+            elif key not in above:  # else a link back up to a folder the glob came through: a loop
+                yield from _match(path, rest, (*above, key), dir_only, visited)
+
+
+def _names(folder: str, pattern: str, dirs: bool) -> list[tuple[str, DirKey | None]]:
+    """Names in ``folder`` matching ``pattern`` (with the folder's key when ``dirs``, which
+    keeps folders only); one folder's listing at a time, like glob."""
+    hidden = pattern.startswith(".")
+    found = []
+    try:
+        with os.scandir(folder or os.curdir) as it:
+            for entry in it:
+                if (not hidden and entry.name.startswith(".")) or not fnmatch.fnmatchcase(entry.name, pattern):
+                    continue
+                if not dirs:
+                    found.append((entry.name, None))
+                    continue
+                try:
+                    if entry.is_dir():
+                        st = entry.stat()
+                        found.append((entry.name, (st.st_dev, st.st_ino)))
+                except OSError:
+                    continue
+    except OSError:
+        return []
+    return found
+
+
+def _walk_folders(folder: str, above: tuple[DirKey, ...],
+                  seen: set[DirKey]) -> Iterator[tuple[str, tuple[DirKey, ...]]]:
+    """What ``**`` matches in ``folder``: the folder itself, then every folder under it, depth
+    first in listing order, names starting with a dot skipped; a folder in ``seen`` (updated)
+    or above itself on its path (by ``st_dev``, ``st_ino``) is not visited, so a symlink loop
+    is cut."""
+    stack = [(folder, above)]
+    while stack:
+        path, path_above = stack.pop()
+        if path_above[-1] in seen:  # reached before, by another path
+            continue
+        seen.add(path_above[-1])
+        yield path, path_above
+        subs = _names(path, "*", dirs=True)
+        stack.extend((_join(path, name), (*path_above, key)) for name, key in reversed(subs)
+                     if key not in path_above)  # else a link back up: a loop

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import signal
 import tracemalloc
 from pathlib import Path
 
@@ -408,3 +409,190 @@ def test_memory_stays_flat(big_tree: Path) -> None:
     assert n == len(everything) == N_DIRS * PER_DIR
     assert lazy_peak < 5 * 2**20
     assert lazy_peak * 5 < list_peak, (lazy_peak, list_peak)
+
+
+# --- symlink loops under ** -------------------------------------------------------------
+
+
+@pytest.fixture
+def loopy(tmp_path: Path) -> tuple[Path, list[str]]:
+    """root/ with four images, a link back up (sub/up -> ..), a link to itself (self -> .)
+    and a cycle of two (x/to_y -> ../y, y/to_x -> ../x)."""
+    root = tmp_path / "root"
+    images = [touch(root / "top.png"), touch(root / "sub" / "s.png"), touch(root / "x" / "x.png"),
+              touch(root / "y" / "y.png")]
+    os.symlink("..", root / "sub" / "up")
+    os.symlink(".", root / "self")
+    os.symlink(os.path.join("..", "y"), root / "x" / "to_y")
+    os.symlink(os.path.join("..", "x"), root / "y" / "to_x")
+    return root, sorted(str(p) for p in images)
+
+
+def listed_quickly(spec: str, seconds: float = 2.0, most: int = 1000) -> list[str]:
+    """At most ``most`` locations of ``spec``, or TimeoutError after ``seconds``: following
+    symlink loops, glob.iglob yields an image tens of thousands of times (or, under ``**/*``,
+    goes round for hours)."""
+    def stop(signum, frame):
+        raise TimeoutError(f"listing {spec!r} took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return list(itertools.islice(iter_sources([spec]), most))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("pattern", ["**/*.png", "**/*", "**", "*", "**/*.p?g", "*/../**/*.png"])
+def test_glob_double_star_visits_a_symlink_loop_once(loopy, pattern: str) -> None:
+    root, images = loopy
+    found = listed_quickly(f"{root}/{pattern}")
+    assert len(found) == len(images), found
+    assert sorted(os.path.realpath(p) for p in found) == images
+    assert all(p.startswith(str(root) + os.sep) for p in found)
+
+
+def test_glob_below_the_first_level_skips_links_back_up(loopy) -> None:
+    root, images = loopy
+    found = listed_quickly(f"{root}/*/**/*.png")
+    assert len(found) == 3
+    assert sorted(os.path.realpath(p) for p in found) == [p for p in images if not p.endswith("top.png")]
+
+
+def test_glob_through_a_named_symlink_still_works(loopy) -> None:
+    root, images = loopy
+    # Named literally, a link is followed: only links the glob itself would go round are cut.
+    found = listed_quickly(f"{root}/self/**/*.png")
+    assert len(found) == 4 and all(p.startswith(f"{root}/self/") for p in found)
+    assert sorted(os.path.realpath(p) for p in found) == images
+
+
+def test_glob_double_star_loop_in_a_big_tree_is_fast(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    for i in range(20):
+        touch(root / f"d{i}" / f"img{i}.png")
+        os.symlink(str(root), root / f"d{i}" / "home")  # every folder links back to the top
+    found = listed_quickly(f"{root}/**/*.png", most=10_000)
+    assert sorted(found) == sorted(str(root / f"d{i}" / f"img{i}.png") for i in range(20))
+    check_sources([f"{root}/**/*.png"])
+
+
+def test_iglob_matches_the_standard_glob_without_loops(tree: Path, monkeypatch) -> None:
+    import glob
+
+    monkeypatch.chdir(tree.parent)
+    for pattern in ["root/**/*", "root/*/", "root/**/*.PNG", "root/s?b/*", "root/[sx]*/**/*.gif",
+                    "root/**/.*", "root/.git/*", "**/*.jpg", "root/*/deep", "root/**/", "nothing/*"]:
+        expected = [p.rstrip("/") for p in glob.glob(pattern, recursive=True)]
+        got = list(sources.iglob(pattern))
+        if pattern.endswith("**/"):  # a final ** gives the folder itself, walked by the caller
+            assert got == ["root"]
+        else:
+            assert sorted(got) == sorted(expected), pattern
+
+
+# --- names that are not valid UTF-8 ---------------------------------------------------
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> tuple[Path, bytes]:
+    """mixed/ holding good.jpg, caf\\xe9.jpg and a folder named b"dossier \\xff" with inner.png."""
+    root = tmp_path / "mixed"
+    touch(root / "good.jpg")
+    base = os.fsencode(root)
+    assert base.decode("ascii") == str(root)  # the expected URIs below need no escape for it
+    with open(base + b"/caf\xe9.jpg", "wb"):
+        pass
+    os.mkdir(base + b"/dossier \xff")
+    with open(base + b"/dossier \xff/inner.png", "wb"):
+        pass
+    return root, base
+
+
+def uris(root: Path) -> tuple[str, str]:
+    return f"file://{root}/caf%E9.jpg", f"file://{root}/dossier%20%FF/inner.png"
+
+
+def assert_text(locations: list[str]) -> None:
+    for location in locations:
+        location.encode("utf-8")  # strict: a lone surrogate would raise
+
+
+def test_folder_walk_writes_non_utf8_names_as_file_uris(mixed) -> None:
+    root, base = mixed
+    found = collect(str(root))
+    assert_text(found)
+    assert sorted(found) == sorted([str(root / "good.jpg"), *uris(root)])
+
+
+def test_non_utf8_names_round_trip_to_their_bytes(mixed) -> None:
+    from bulklabel.names import local_path
+
+    root, base = mixed
+    paths = sorted(local_path(p) for p in collect(str(root)) if p.startswith("file:"))
+    assert paths == [base + b"/caf\xe9.jpg", base + b"/dossier \xff/inner.png"]
+
+
+def test_explicit_glob_and_bad_folder_with_non_utf8_names(mixed) -> None:
+    root, base = mixed
+    bad_file, bad_inner = uris(root)
+    assert collect(os.fsdecode(base + b"/caf\xe9.jpg")) == [bad_file]  # as argv gives it
+    assert collect(os.fsdecode(base + b"/dossier \xff")) == [bad_inner]
+    assert sorted(collect(f"{root}/*.jpg")) == sorted([str(root / "good.jpg"), bad_file])
+    assert collect(f"{root}/**/*.png") == [bad_inner]
+    check_sources([os.fsdecode(base + b"/caf\xe9.jpg"), f"{root}/**/*.png"])
+
+
+def test_file_uris_are_sources(mixed) -> None:
+    root, base = mixed
+    bad_file, bad_inner = uris(root)
+    assert collect(bad_file) == [bad_file]
+    assert collect(f"file://{root}/dossier%20%ff") == [bad_inner]  # a folder is walked
+    assert collect(f"file://localhost{root}/good.jpg", f"file:{root}/good.jpg") == [str(root / "good.jpg")] * 2
+    assert sorted(collect(f"file://{root}")) == sorted([str(root / "good.jpg"), bad_file, bad_inner])
+    assert collect(f"file://{root}/ca*.jpg") == [f"{root}/ca*.jpg"]  # never a glob: a missing file
+    check_sources([bad_file, f"file://{root}/dossier%20%FF"])
+    with pytest.raises(SourceError, match="source not found"):
+        check_sources([f"file://{root}/nope.jpg"])
+    with pytest.raises(SourceError, match="another host"):
+        check_sources([f"file://elsewhere{root}/good.jpg"])
+
+
+def test_list_file_with_non_utf8_paths(mixed, tmp_path: Path, monkeypatch) -> None:
+    root, base = mixed
+    bad_file, bad_inner = uris(root)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "l.txt").write_bytes(b"\n".join([
+        b"\xef\xbb\xbf# a byte order mark, then a comment",
+        base + b"/caf\xe9.jpg",                       # raw bytes, absolute
+        b"mixed/caf\xe9.jpg\r",                       # raw bytes, relative, CRLF
+        b"  mixed/dossier \xff  ",                    # a folder, walked
+        b"mixed/gh\xf4st.jpg",                        # missing: still yielded, as its URI
+        bad_file.encode(),                            # a file:// URI
+        b"mixed/good.jpg",
+        b"",
+    ]))
+    found = collect("@l.txt")
+    assert_text(found)
+    assert found == [bad_file, bad_file, bad_inner, f"file://{root}/gh%F4st.jpg", bad_file, str(root / "good.jpg")]
+
+
+def test_list_file_s3_uri_must_be_utf8(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "l.txt").write_bytes(b"s3://bucket/caf\xe9.jpg\n")
+    with pytest.raises(SourceError, match="line 1 .*not valid UTF-8"):
+        collect("@l.txt", s3_lister=lambda uri: iter([]))
+    with pytest.raises(SourceError, match="not valid UTF-8|must be valid UTF-8"):
+        check_sources([os.fsdecode(b"s3://bucket/caf\xe9.jpg")])
+
+
+def test_chunk_messages_carry_non_utf8_names(mixed) -> None:
+    import json
+
+    from bulklabel.chunks import ChunkMessage
+
+    root, base = mixed
+    message = ChunkMessage("job1", 0, tuple(collect(str(root))), "/tmp/dest")
+    wire = json.dumps(message.to_json(), ensure_ascii=False).encode("utf-8")  # strict
+    assert ChunkMessage.from_json(json.loads(wire)).sources == message.sources

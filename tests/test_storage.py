@@ -383,6 +383,23 @@ def test_reader_follows_symlinks_to_regular_files(tmp_path: Path) -> None:
     assert LocalReader().read(str(tmp_path / "l.jpg")) == b"data"
 
 
+def test_reader_reads_file_uris_and_names_that_are_not_utf8(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/caf\xe9 #1.jpg"
+    with open(raw, "wb") as f:
+        f.write(b"latin-1 name")
+    (tmp_path / "été.jpg").write_bytes(b"utf-8 name")
+    uri = "file://" + str(tmp_path) + "/caf%E9%20%231.jpg"
+    assert LocalReader().read(uri) == b"latin-1 name"
+    assert LocalReader().read(os.fsdecode(raw)) == b"latin-1 name"  # the raw name, as os.listdir gives it
+    assert LocalReader().read(f"file://localhost{tmp_path}/%C3%A9t%C3%A9.jpg") == b"utf-8 name"
+    assert open_reader().read(uri) == b"latin-1 name"
+    assert open_reader().io_threads_for(uri) == 0
+    assert read_error("file://" + str(tmp_path) + "/caf%E9.jpg").reason == "file not found"
+    assert "another host" in read_error(f"file://nas{tmp_path}/x.jpg").reason
+    assert "NUL" in read_error(f"file://{tmp_path}/a%00.jpg").reason
+    assert read_error(f"{tmp_path}/a\x00.jpg").reason == "not a valid file name"
+
+
 def test_s3_object_size_cap(s3_server) -> None:
     bucket = s3_server.new_bucket()
     s3_server.client().put_object(Bucket=bucket, Key="big.jpg", Body=b"y" * 5000)

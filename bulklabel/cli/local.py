@@ -18,8 +18,10 @@ Classify images with a Keras model in this process (no services needed) and writ
 record per image: source, label, score, top_k, model, error.
 
 SOURCE can be a file, a folder (searched recursively for .jpg .jpeg .png .gif .bmp .tif
-.tiff .webp, any case), a glob such as 'photos/**/*.jpg', or @list.txt with one path
-per line. Give as many as you like.
+.tiff .webp, any case), a glob such as 'photos/**/*.jpg', a file:// URI, or @list.txt
+with one path per line. Give as many as you like. A path whose name is not valid UTF-8
+is written as a file:// URI with %XX escapes (file:///photos/caf%E9.jpg), losslessly;
+see docs/sources.md.
 
 MODEL can be a .keras file, a legacy .h5 file, a TensorFlow SavedModel folder, or
 keras:<Name> for a Keras Applications model with ImageNet weights (keras:Xception,
@@ -81,7 +83,7 @@ TRAIN_OUT = Option(("--out", "-o"), metavar="MODEL", required=True, env=None,
 def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="classify images in this process (no services)",
                        description=CLASSIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="files, folders, globs or @list files")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="files, folders, globs, file:// URIs or @list files")
     add_options(p, OUT)
     add_options(p, MODEL, ModelOptions, title="model")
     add_options(p, EngineOptions, title="engine")

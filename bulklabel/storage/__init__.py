@@ -5,8 +5,9 @@ addresses objects by keys relative to that root. Keys never escape the root: ``.
 segments, absolute keys and empty segments are refused (``safe_key``). Writes are atomic:
 an object appears whole under its key or not at all, and writing a key again replaces it.
 
-``SourceReader`` reads an image given its absolute location (a path or an ``s3://`` URI);
-the engine only ever sees ``read(location) -> bytes``.
+``SourceReader`` reads an image given its absolute location (a path, a ``file://`` URI —
+how a path that is not valid UTF-8 is written, see ``bulklabel.names`` — or an ``s3://``
+URI); the engine only ever sees ``read(location) -> bytes``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def open_storage(url: str) -> Storage:
 
 
 class AnyReader:
-    """Reads local paths and ``s3://`` URIs; tells the engine how many reads to overlap."""
+    """Reads local paths, ``file://`` and ``s3://`` URIs; tells the engine how many reads to overlap."""
 
     def __init__(self, io_threads: int = 0, max_bytes: int = DEFAULT_MAX_BYTES):
         from .local import LocalReader
@@ -97,7 +98,7 @@ class AnyReader:
 
 
 def open_reader(io_threads: int = 0, max_bytes: int = DEFAULT_MAX_BYTES) -> AnyReader:
-    """The reader for image locations: local paths and s3:// URIs (``io_threads`` reads in
+    """The reader for image locations: local paths, file:// and s3:// URIs (``io_threads`` reads in
     flight for S3, 0 for the default; nothing larger than ``max_bytes`` is read)."""
     return AnyReader(io_threads, max_bytes)
 

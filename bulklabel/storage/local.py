@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 
 from ..errors import ConfigError, ImageError
+from ..names import local_path
 from ..settings import DEFAULT_MAX_BYTES
 from . import safe_key, too_large
 
@@ -18,7 +19,7 @@ _KINDS = ((stat.S_ISDIR, "is a folder, not an image file"),
           (stat.S_ISSOCK, "not a regular file (a socket)"))
 
 
-def _mode(location: str) -> int | None:
+def _mode(location: str | bytes) -> int | None:
     try:
         return os.stat(location).st_mode
     except OSError:
@@ -33,8 +34,10 @@ def _not_regular(mode: int | None) -> str | None:
 
 
 class LocalReader:
-    """Reads absolute local paths: regular files only, at most ``max_bytes``; anything else
-    (missing, unreadable, a FIFO or device, too large) is an ``ImageError``.
+    """Reads absolute local paths and ``file://`` URIs (``bulklabel.names``: how a path that
+    is not valid UTF-8 is written): regular files only, at most ``max_bytes``; anything else
+    (missing, unreadable, a FIFO or device, too large, a URI naming no local file) is an
+    ``ImageError``.
 
     The file is opened without blocking (a FIFO would otherwise wait for a writer forever)
     and checked with ``fstat`` on that same descriptor before anything is read."""
@@ -44,11 +47,17 @@ class LocalReader:
 
     def read(self, location: str) -> bytes:
         try:
+            location = local_path(location)
+        except ValueError as exc:
+            raise ImageError(str(exc)) from None
+        try:
             fd = os.open(location, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except FileNotFoundError:
             raise ImageError("file not found") from None
         except PermissionError:
             raise ImageError("permission denied") from None
+        except ValueError:  # a NUL byte, or a surrogate no file name decodes to
+            raise ImageError("not a valid file name") from None
         except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
             raise ImageError(_not_regular(_mode(location)) or f"cannot read file: {exc.strerror or exc}") from None
         try:
@@ -134,6 +143,21 @@ class LocalStorage:
                     yield from self._list_folder(entry.path, rel + name)
             elif not name.startswith(".tmp-"):  # a write in progress
                 yield rel + name
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every file whose key starts with ``prefix`` (and the folders left empty)."""
+        removed = 0
+        for key in list(self.list(prefix)):
+            os.unlink(self._path(key))
+            removed += 1
+            folder = os.path.dirname(self._path(key))
+            while folder != self.root and folder.startswith(self.root + os.sep):
+                try:
+                    os.rmdir(folder)  # only succeeds when empty
+                except OSError:
+                    break
+                folder = os.path.dirname(folder)
+        return removed
 
     def url(self, key: str) -> str:
         return self._path(key)
