@@ -47,7 +47,7 @@ SUBMIT_HELP = """\
 Queue a labeling job: list SOURCEs lazily and enqueue chunks of image locations for the
 workers. Prints the job id as the last line of standard output.
 
-SOURCE is what 'classify' takes (files, folders, globs, @list.txt) plus s3://bucket/prefix
+SOURCE is what 'classify' takes (files, folders, globs, file:// URIs, @list.txt) plus s3://bucket/prefix
 (every image key under it); lines of a list may be s3:// URIs. Workers read the images
 themselves, so local paths must be visible to them (one host, or a shared mount).
 
