@@ -314,3 +314,98 @@ def test_batch_size_is_chosen_for_the_device(color_model):
     assert engine.predictor.batch_size == expected
     chosen = Engine(load_model(color_model.keras_path), open_reader(), EngineOptions(batch_size=5))
     assert chosen.predictor.batch_size == 5
+
+
+# --- metadata is size-capped before it is read ---------------------------------------
+
+
+def _bulky_json(size: int) -> bytes:
+    """A valid metadata document padded to ``size`` bytes (the old reader accepted any size)."""
+    head, tail = b'{"format": "bulklabel-model/1", "class_names": ["u", "v", "w"], "pad": "', b'"}'
+    return head + b" " * (size - len(head) - len(tail)) + tail
+
+
+def test_zip_bomb_metadata_member_is_refused_from_its_size(color_model, tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "bomb.keras"
+    shutil.copy(color_model.bare_path, bomb)
+    info = zipfile.ZipInfo(metadata.MEMBER)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(bomb, "a") as zf, zf.open(info, "w", force_zip64=True) as member:
+        block = _bulky_json(64 << 20)
+        for start in range(0, len(block), 1 << 24):
+            member.write(block[start:start + (1 << 24)])
+    assert bomb.stat().st_size < (1 << 20)  # 64 MiB of metadata in a small file
+    message = r"metadata member 'bulklabel.json' of .*bomb.keras.* is 64 MiB, over the 16 MiB limit"
+    with pytest.raises(ModelError, match=message):
+        metadata.read_metadata(str(bomb))
+    with pytest.raises(ModelError, match=message):
+        load_model(str(bomb))  # checked before Keras, which extracts every member, opens it
+
+    # A forged central directory that understates the size: reading stops at what it claims.
+    forged = tmp_path / "forged.keras"
+    shutil.copy(color_model.bare_path, forged)
+    with zipfile.ZipFile(forged, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(metadata.MEMBER, _bulky_json(20 << 20))
+    data = bytearray(forged.read_bytes())
+    entry = data.rindex(b"PK\x01\x02", 0, data.rindex(metadata.MEMBER.encode()))
+    data[entry + 24:entry + 28] = (1000).to_bytes(4, "little")  # uncompressed size
+    forged.write_bytes(data)
+    with pytest.raises(ModelError, match=r"cannot read the metadata member 'bulklabel.json'.*CRC"):
+        metadata.read_metadata(str(forged))
+    with pytest.raises(ModelError, match=r"CRC-32 for file 'bulklabel.json'"):
+        load_model(str(forged))  # Keras, which extracts every member, says so first
+
+    # bzip2 and lzma members are refused: zipfile inflates a whole block of them at once.
+    bzipped = tmp_path / "bzipped.keras"
+    shutil.copy(color_model.bare_path, bzipped)
+    with zipfile.ZipFile(bzipped, "a", zipfile.ZIP_BZIP2) as zf:
+        zf.writestr(metadata.MEMBER, '{"format": "bulklabel-model/1"}')
+    with pytest.raises(ModelError, match=r"'bulklabel.json' of .* uses zip compression method 12"):
+        metadata.read_metadata(str(bzipped))
+    with pytest.raises(ModelError, match=r"member 'bulklabel.json' uses zip compression method 12"):
+        load_model(str(bzipped))
+
+
+def test_huge_sidecar_and_labels_files_are_refused_from_their_size(color_model, tmp_path):
+    copy = tmp_path / "copy.keras"
+    shutil.copy(color_model.bare_path, copy)
+    folder = tmp_path / "saved"
+    shutil.copytree(color_model.savedmodel_path, folder)
+    labels = tmp_path / "labels.txt"
+    for path in (metadata.sidecar_path(str(copy)), folder / metadata.MEMBER, labels):
+        with open(path, "wb") as f:
+            f.truncate(1 << 30)  # sparse: a 1 GiB file that takes no space
+    for model, what in ((copy, "copy.keras.bulklabel.json"), (folder, "saved/bulklabel.json")):
+        with pytest.raises(ModelError, match=rf"metadata file .*{what}' is 1024 MiB, over the 16 MiB limit"):
+            load_model(str(model))
+    with pytest.raises(ConfigError, match=r"--labels .*labels.txt' is 1024 MiB, over the 16 MiB limit"):
+        load_model(color_model.keras_path, ModelOptions(labels=str(labels)))
+    # Right at the limit is fine.
+    with open(labels, "wb") as f:
+        f.write(b"a\nb\nc\n" + b" " * (metadata.MAX_METADATA_BYTES - 7) + b"\n")
+    assert load_model(color_model.keras_path, ModelOptions(labels=str(labels))).class_names == ["a", "b", "c"]
+
+
+def test_huge_h5_metadata_attribute_is_refused(color_model, tmp_path):
+    import h5py
+
+    # A fixed-length string: refused from its storage size, before it is read.
+    fixed = tmp_path / "fixed.h5"
+    with h5py.File(fixed, "w", libver="latest") as f:  # dense attribute storage: over 64 KiB
+        f.attrs[metadata.H5_ATTR] = np.bytes_(_bulky_json(17 << 20))
+    with pytest.raises(ModelError, match=r"attribute 'bulklabel' of .*fixed.h5' is 17 MiB, over the 16 MiB limit"):
+        metadata.read_metadata(str(fixed))
+    # A variable-length string (what h5py writes for str) lives, uncompressed, in the file's
+    # heap; it is measured once read.
+    copy = tmp_path / "copy.h5"
+    shutil.copy(color_model.h5_path, copy)
+    with h5py.File(copy, "a") as f:
+        f.attrs[metadata.H5_ATTR] = _bulky_json(17 << 20).decode()
+    with pytest.raises(ModelError, match=r"attribute 'bulklabel' of .*copy.h5' is 17 MiB, over the 16 MiB limit"):
+        load_model(str(copy))
+    with h5py.File(copy, "a") as f:
+        f.attrs[metadata.H5_ATTR] = np.arange(3)
+    with pytest.raises(ModelError, match="is not a string"):
+        load_model(str(copy))

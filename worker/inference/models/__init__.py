@@ -6,8 +6,9 @@ SavedModel folder (``saved_model``) or ``keras:<Name>`` (``applications``), and 
 engine needs to know, and the model id ``<name>@<short hash>`` every record carries.
 
 Loading is safe by default: Keras' ``safe_mode`` refuses Lambda layers and other
-arbitrary code, and a SavedModel whose serving graph touches files or runs Python is
-refused. ``--unsafe-model`` lifts both, for files you trust.
+arbitrary code, and a SavedModel holding any op outside an allow-list of inference ops
+(file and dataset readers and writers, Python calls...) is refused before TensorFlow loads
+it. ``--unsafe-model`` lifts both, for files you trust.
 """
 
 from __future__ import annotations

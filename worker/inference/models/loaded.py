@@ -17,7 +17,7 @@ from bulklabel.errors import ConfigError, ModelError
 from bulklabel.options import ModelOptions
 
 from .. import preprocess
-from ..metadata import read_metadata
+from ..metadata import read_capped, read_metadata
 
 HASH_LENGTH = 12
 
@@ -120,11 +120,12 @@ def output_kind(model) -> str:
 
 
 def read_labels(path: str) -> list[str]:
+    data = read_capped(path, f"--labels {path!r}", ConfigError)  # size-checked, bounded read
     try:
-        with open(path, encoding="utf-8") as f:
-            names = [line.strip() for line in f]
-    except OSError as exc:
-        raise ConfigError(f"cannot read --labels {path!r}: {exc.strerror or exc}") from None
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+        names = [line.strip() for line in text.split("\n")]
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--labels {path!r} is not UTF-8 text: {exc}") from None
     while names and not names[-1]:
         names.pop()
     if not names or any(not n for n in names):

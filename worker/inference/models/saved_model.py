@@ -1,6 +1,8 @@
 """TF SavedModels (``model.export(dir)``), served through their ``serving_default`` signature.
 
-In safe mode a SavedModel whose serving graph can touch files or run Python is refused.
+In safe mode the SavedModel is audited before TensorFlow loads it — loading runs code from
+the model (resource initializers) — and refused if any of its graphs or functions uses an
+op outside what inference needs (``graph_audit``, ``allowed_ops``).
 """
 
 from __future__ import annotations
@@ -12,12 +14,8 @@ from bulklabel.options import ModelOptions
 
 from .loaded import LoadedModel, describe
 
-# Ops that let a SavedModel graph reach outside the tensors it is given.
-UNSAFE_GRAPH_OPS = frozenset({
-    "ReadFile", "WriteFile", "MatchingFiles", "DeleteFile", "Save", "SaveV2", "SaveSlices",
-    "MergeV2Checkpoints", "PyFunc", "PyFuncStateless", "EagerPyFunc", "ImmutableConst",
-    "PrintV2", "WriteSummary", "CreateSummaryFileWriter", "DebugIdentityV2",
-})
+# How many refused op names the message lists.
+MAX_LISTED_OPS = 12
 
 
 def load(path: str, options: ModelOptions) -> LoadedModel:
@@ -28,6 +26,8 @@ def load(path: str, options: ModelOptions) -> LoadedModel:
     if keras.backend.backend() != "tensorflow":
         raise ModelError("a TF SavedModel can only be served with the TensorFlow backend "
                          "(KERAS_BACKEND=tensorflow)")
+    if not options.unsafe:
+        audit(path)
     import tensorflow as tf
 
     try:
@@ -37,13 +37,6 @@ def load(path: str, options: ModelOptions) -> LoadedModel:
         raise ModelError(f"the SavedModel {path!r} has no 'serving_default' signature") from None
     except Exception as exc:
         raise ModelError(f"cannot load the SavedModel {path!r}: {exc}") from None
-    if not options.unsafe:
-        bad = sorted(graph_ops(signature) & UNSAFE_GRAPH_OPS)
-        if bad:
-            raise ModelError(
-                f"refusing the SavedModel {path!r}: its serving graph uses {', '.join(bad)}, which can "
-                f"touch files or run Python. If you trust this model, pass --unsafe-model"
-            )
     inputs = signature.structured_input_signature[1]
     outputs = signature.structured_outputs
     if len(inputs) != 1 or len(outputs) != 1:
@@ -60,9 +53,25 @@ def load(path: str, options: ModelOptions) -> LoadedModel:
     return describe(path, obj, forward, (h, w), c, out_spec.shape[-1], "probabilities", options)
 
 
-def graph_ops(signature) -> set[str]:
-    graph_def = signature.graph.as_graph_def()
-    ops = {node.op for node in graph_def.node}
-    for fn in graph_def.library.function:
-        ops.update(node.op for node in fn.node_def)
-    return ops
+def audit(path: str) -> None:
+    """Refuse the SavedModel in ``path`` unless every op in ``saved_model.pb`` is allowed; loads nothing."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from .graph_audit import refused_ops
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())  # the file tf.saved_model.load parses
+    except (OSError, DecodeError) as exc:
+        raise ModelError(f"cannot read the SavedModel {path!r}: {exc}") from None
+    refused = refused_ops(proto)
+    if refused:
+        listed = ", ".join(refused[:MAX_LISTED_OPS])
+        more = f" and {len(refused) - MAX_LISTED_OPS} more" if len(refused) > MAX_LISTED_OPS else ""
+        raise ModelError(
+            f"refusing the SavedModel {path!r}: it uses {listed}{more}, outside the ops safe mode "
+            f"allows for inference (others can read or write files, run Python or more). "
+            f"If you trust this model, pass --unsafe-model"
+        )
