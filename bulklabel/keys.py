@@ -5,6 +5,7 @@
     bulklabel:job:<id>:deliveries      hash: chunk number → times a worker started it
     bulklabel:job:<id>:models          set of model ids that labeled the job
     bulklabel:job:<id>:workers         set of worker names that labeled the job
+    bulklabel:job:<id>:lister          exists while a submit is listing the job (refreshed, expires)
     bulklabel:jobs                     sorted set: job ids by submission time
     bulklabel:worker:<name>            worker heartbeat (JSON, expires when the worker is gone)
     bulklabel:dead:<queue>             list: messages no worker could use, with the reason (JSON)
@@ -34,6 +35,10 @@ def models(job_id: str) -> str:
 
 def workers(job_id: str) -> str:
     return f"{job(job_id)}:workers"
+
+
+def lister(job_id: str) -> str:
+    return f"{job(job_id)}:lister"
 
 
 def worker(name: str) -> str:

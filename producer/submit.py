@@ -18,6 +18,7 @@ from itertools import islice
 from bulklabel.chunks import TASK_NAME, ChunkMessage
 from bulklabel.errors import BulkLabelError, ConfigError
 from bulklabel.jobs import check_job_id, new_job_id, open_store, write_success
+from bulklabel.jobs.store import LISTER_SECONDS
 from bulklabel.queue import make_app
 from bulklabel.settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, visibility_timeout
 from bulklabel.sources import check_sources, iter_sources
@@ -134,6 +135,33 @@ def signals_deferred(*signums: int):
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+class ListingHeartbeat(threading.Thread):
+    """Keeps the job's ``lister`` key alive while this submit lists it: a submit killed
+    outright (SIGKILL, a lost node) leaves the key to expire, and ``status`` then shows the
+    job ``stalled`` with what to do."""
+
+    def __init__(self, jobs, job_id: str):
+        super().__init__(daemon=True, name="bulklabel-listing")
+        self.jobs, self.job_id = jobs, job_id
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        # Stop signals go to the main thread only, where the listing defers them around a send.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        while not self._done.wait(LISTER_SECONDS / 3):
+            try:
+                self.jobs.listing_alive(self.job_id)
+            except Exception:
+                pass  # Redis away: the listing itself notices
+
+    def stop(self) -> None:
+        self._done.set()
+        try:
+            self.jobs.listing_over(self.job_id)
+        except Exception:
+            pass
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "stopped by SIGINT"
@@ -178,6 +206,8 @@ def submit(sub: Submission) -> str:
     app = make_app(sub.redis_url, visibility_timeout())
     images = chunks = 0
     ended = None
+    beat = ListingHeartbeat(jobs, job_id)
+    beat.start()
     try:
         with signals_raise(signal.SIGTERM, signal.SIGHUP), app.producer_or_acquire() as producer:
             for number, chunk in enumerate(chunked(iter_sources(sub.sources, s3_lister()), sub.chunk_size)):
@@ -194,12 +224,17 @@ def submit(sub: Submission) -> str:
         with signals_ignored(*STOP_SIGNALS):  # a second signal must not skip this
             _record_failure(jobs, job_id, f"listing interrupted after {chunks} chunks ({images} images): "
                                           f"{_why(exc)}")
+            beat.stop()
         raise
     if ended:
+        beat.stop()
         raise BulkLabelError(f"job {job_id} was {ended} while being listed: stopped after {chunks} chunks "
                              f"({images} images) (see: bulklabel status {job_id})")
-    if jobs.finish_listing(job_id):  # every chunk already done (or an empty job)
-        write_success(jobs, storage, job_id)
+    try:
+        if jobs.finish_listing(job_id):  # every chunk already done (or an empty job)
+            write_success(jobs, storage, job_id)
+    finally:
+        beat.stop()
     print(f"bulklabel: job {job_id}: {images} images in {chunks} chunks queued on {sub.queue!r}; "
           f"results in {dest}/{job_id}/", file=sys.stderr)
     return job_id

@@ -24,6 +24,7 @@ from bulklabel.jobs import (
     success_summary,
     write_success,
 )
+from bulklabel.jobs.store import LISTER_SECONDS
 from bulklabel.storage.memory import MemoryStorage
 
 REDIS_DB = 13
@@ -175,6 +176,22 @@ def test_stalled_when_idle_and_no_live_worker(store, client):
     assert store.get("j1", stall_after=60)["state"] == "stalled"
     store.cancel("j1")
     assert store.get("j1", stall_after=60)["state"] == "cancelled"
+
+
+def test_stalled_when_the_listing_submit_is_gone(store, client):
+    make(store)  # two chunks listed, listing still open
+    assert 0 < client.ttl(keys.lister("j1")) <= LISTER_SECONDS  # the submit's heartbeat
+    assert store.get("j1", stall_after=3600)["state"] == "queued"
+    client.delete(keys.lister("j1"))  # its key expired: the submit was killed outright
+    job = store.get("j1", stall_after=3600)
+    assert (job["state"], job["stalled"]) == ("stalled", True)
+    assert job["error"] == ("its listing stopped after 2 chunks: the submit listing it is gone (killed?). "
+                            "Cancel it (bulklabel cancel j1) and submit again")
+    store.listing_alive("j1")
+    assert store.get("j1", stall_after=3600)["state"] == "queued"
+    store.listing_over("j1")
+    store.finish_listing("j1")
+    assert store.get("j1", stall_after=3600)["state"] == "queued"  # listed in full: nothing missing
 
 
 def test_dead_letter_keeps_raw_bytes_and_reason(store, client):

@@ -116,10 +116,9 @@ def odd_photos(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, bytes]]:
     return folder, truth, raw
 
 
-@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
-def test_classify_labels_non_utf8_names(color_model, odd_photos, tmp_path, ext):
+def test_classify_labels_non_utf8_names_to_parquet(color_model, odd_photos, tmp_path):
     folder, truth, raw = odd_photos
-    out = tmp_path / f"labels.{ext}"
+    out = tmp_path / "labels.parquet"
     result = run_cli("classify", str(folder), "--model", color_model.keras_path, "--out", str(out))
     assert result.returncode == 0, result.stderr
     got = read_records(out)
@@ -128,12 +127,12 @@ def test_classify_labels_non_utf8_names(color_model, odd_photos, tmp_path, ext):
     assert all(r["error"] is None for r in got)
     assert f"classified {len(truth)} images (0 errors)" in result.stdout
     assert "Traceback" not in result.stderr
-    if ext != "parquet":
-        out.read_bytes().decode("utf-8")  # strict: valid UTF-8 throughout
 
 
 @pytest.mark.parametrize("ext", ["jsonl", "csv"])
-def test_resume_skips_non_utf8_names_already_done(color_model, odd_photos, tmp_path, ext):
+def test_classify_and_resume_with_non_utf8_names(color_model, odd_photos, tmp_path, ext):
+    """JSONL and CSV: the images not done yet (two with names that are not UTF-8) are labeled
+    and appended in valid UTF-8; the ones already done are skipped, whatever their name."""
     folder, truth, raw = odd_photos
     out = tmp_path / f"labels.{ext}"
     done = [s for s in truth if s.startswith("file://")][:2] + [s for s in truth if not s.startswith("file://")][:1]
@@ -147,6 +146,9 @@ def test_resume_skips_non_utf8_names_already_done(color_model, odd_photos, tmp_p
     got = read_records(out)
     assert sorted(r["source"] for r in got) == sorted(truth)  # each image exactly once
     assert all(r["label"] == ("hand-made" if r["source"] in done else truth[r["source"]]) for r in got)
+    assert sum(r["source"].startswith("file://") and r["source"] not in done for r in got) == 2
+    assert all(r["error"] is None for r in got) and "Traceback" not in result.stderr
+    out.read_bytes().decode("utf-8")  # strict: valid UTF-8 throughout
 
 
 def test_list_file_with_non_utf8_paths(color_model, odd_photos, tmp_path):

@@ -25,7 +25,7 @@ NASTY = st.lists(st.sampled_from(list(ID_CHARS + "/\\\x00 \n.:~$*") + ["..", "\u
                  max_size=40).map("".join)
 ANY_TEXT = st.one_of(st.text(max_size=200), NASTY)
 SEGMENTS = st.lists(st.sampled_from(["a", "b", "..", ".", "", "c.d", "..."]), min_size=1, max_size=6)
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _expected_job_id(text: str) -> bool:

@@ -16,6 +16,7 @@ KEEP_SECONDS = 30 * 24 * 3600  # job state expires a month after the job ends...
 MAX_AGE_SECONDS = 2 * KEEP_SECONDS  # ...and two months after its creation, whatever became of it
 ENDED = ("done", "failed", "cancelled")
 DEAD_LETTER_KEEP = 10_000
+LISTER_SECONDS = 45  # the listing submit refreshes its key every LISTER_SECONDS / 3
 
 
 class Delivery(NamedTuple):
@@ -103,6 +104,7 @@ class JobStore:
             "sources": " ".join(sources)[:2000],
         })
         pipe.expire(key, MAX_AGE_SECONDS)  # a job nobody ends still goes away
+        pipe.set(keys.lister(job_id), "1", ex=LISTER_SECONDS)
         pipe.zadd(keys.JOBS, {job_id: float(now)})
         pipe.zremrangebyscore(keys.JOBS, "-inf", float(now) - MAX_AGE_SECONDS)  # forget expired jobs
         pipe.execute()
@@ -115,6 +117,13 @@ class JobStore:
         if not state:
             raise JobNotFound(f"job {job_id!r} is not known to Redis (expired or deleted)")
         return state
+
+    def listing_alive(self, job_id: str) -> None:
+        """The submit listing ``job_id`` is still at it (a heartbeat)."""
+        self.r.set(keys.lister(job_id), "1", ex=LISTER_SECONDS)
+
+    def listing_over(self, job_id: str) -> None:
+        self.r.delete(keys.lister(job_id))
 
     def finish_listing(self, job_id: str) -> bool:
         """Mark the listing complete; True if that completed the job (its keys then expire)."""
@@ -199,7 +208,13 @@ class JobStore:
             raise JobNotFound(f"no job {job_id!r} in Redis (check the id, and that "
                               "BULKLABEL_REDIS_URL points at the Redis it was submitted to)")
         job = job_view(raw, models, workers)
-        if stall_after is not None and job["state"] in ("queued", "running"):
+        if (stall_after is not None and job["state"] in ("queued", "running") and not job["listing_complete"]
+                and not self.r.exists(keys.lister(job_id))):
+            job["stalled"] = True
+            job["state"] = "stalled"
+            job["error"] = (f"its listing stopped after {job['chunks_enqueued']} chunks: the submit listing it "
+                            f"is gone (killed?). Cancel it (bulklabel cancel {job_id}) and submit again")
+        elif stall_after is not None and job["state"] in ("queued", "running"):
             idle = time.time() - (job["progress_at"] or job["submitted_at"] or time.time())
             if idle > stall_after and not self.live_workers(job["queue"]):
                 job["stalled"] = True
