@@ -66,8 +66,9 @@ Show a job's state, counts, speed, models and workers.
 
 states: queued (no worker started it yet), running, done, failed (the reason is shown),
 cancelled, and stalled: queued or running with no progress for longer than the
-visibility timeout (BULKLABEL_VISIBILITY_TIMEOUT) while no live worker serves its queue.
-A stalled job resumes when a worker comes back; cancel it otherwise.
+visibility timeout (BULKLABEL_VISIBILITY_TIMEOUT) while no live worker serves its queue
+(it resumes when a worker comes back), or with its listing unfinished while the submit
+that listed it is gone (killed outright); cancel it and submit again.
 
 Exit status: 0 for queued, running and done; 1 for failed, cancelled and stalled;
 2 when Redis cannot be reached; 4 for an unknown job.
