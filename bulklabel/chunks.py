@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .jobs import check_job_id
+from .names import is_text
 
 TASK_NAME = "bulklabel.classify_chunk"
 VERSION = 1
@@ -26,14 +27,6 @@ SUCCESS = "_SUCCESS"
 
 class MessageError(ValueError):
     """A task message that is not a chunk message this version of bulklabel understands."""
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -73,7 +66,7 @@ class ChunkMessage:
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise MessageError("sources must be a list of strings")
         for text in (*sources, dest):
-            if isinstance(text, str) and not _is_utf8(text):
+            if isinstance(text, str) and not is_text(text):
                 raise MessageError(f"{text!r} is not valid Unicode (a lone surrogate): producers send "
                                    "every name in valid UTF-8 (see bulklabel.names)")
         if not isinstance(dest, str) or not dest:

@@ -18,7 +18,6 @@ from itertools import islice
 from bulklabel.chunks import TASK_NAME, ChunkMessage
 from bulklabel.errors import BulkLabelError, ConfigError
 from bulklabel.jobs import check_job_id, new_job_id, open_store, write_success
-from bulklabel.jobs.store import LISTER_SECONDS
 from bulklabel.queue import make_app
 from bulklabel.settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, visibility_timeout
 from bulklabel.sources import check_sources, iter_sources
@@ -135,33 +134,6 @@ def signals_deferred(*signums: int):
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-class ListingHeartbeat(threading.Thread):
-    """Keeps the job's ``lister`` key alive while this submit lists it: a submit killed
-    outright (SIGKILL, a lost node) leaves the key to expire, and ``status`` then shows the
-    job ``stalled`` with what to do."""
-
-    def __init__(self, jobs, job_id: str):
-        super().__init__(daemon=True, name="bulklabel-listing")
-        self.jobs, self.job_id = jobs, job_id
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        # Stop signals go to the main thread only, where the listing defers them around a send.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        while not self._done.wait(LISTER_SECONDS / 3):
-            try:
-                self.jobs.listing_alive(self.job_id)
-            except Exception:
-                pass  # Redis away: the listing itself notices
-
-    def stop(self) -> None:
-        self._done.set()
-        try:
-            self.jobs.listing_over(self.job_id)
-        except Exception:
-            pass
-
-
 def _why(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "stopped by SIGINT"
@@ -206,7 +178,8 @@ def submit(sub: Submission) -> str:
     app = make_app(sub.redis_url, visibility_timeout())
     images = chunks = 0
     ended = None
-    beat = ListingHeartbeat(jobs, job_id)
+    # stop signals go to the main thread only, where the listing defers them around a send
+    beat = jobs.listing_heartbeat(job_id, block_signals=STOP_SIGNALS)
     beat.start()
     try:
         with signals_raise(signal.SIGTERM, signal.SIGHUP), app.producer_or_acquire() as producer:

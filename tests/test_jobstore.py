@@ -187,9 +187,14 @@ def test_stalled_when_the_listing_submit_is_gone(store, client):
     assert (job["state"], job["stalled"]) == ("stalled", True)
     assert job["error"] == ("its listing stopped after 2 chunks: the submit listing it is gone (killed?). "
                             "Cancel it (bulklabel cancel j1) and submit again")
-    store.listing_alive("j1")
+    beat = store.listing_heartbeat("j1")
+    beat.start()
+    deadline = time.monotonic() + 5
+    while not client.exists(keys.lister("j1")) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert store.get("j1", stall_after=3600)["state"] == "queued"
-    store.listing_over("j1")
+    beat.stop()
+    assert not client.exists(keys.lister("j1"))
     store.finish_listing("j1")
     assert store.get("j1", stall_after=3600)["state"] == "queued"  # listed in full: nothing missing
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bulklabel.chunks import ChunkMessage, MessageError, shard_key, success_key
 from bulklabel.errors import ConfigError
 from bulklabel.jobs import check_job_id
+from bulklabel.names import is_text
 from bulklabel.storage import safe_key
 from bulklabel.storage.local import LocalStorage
 from bulklabel.storage.s3 import S3Storage
@@ -82,17 +83,9 @@ VALID = st.builds(
     ChunkMessage,
     job_id=st.text(alphabet=ID_CHARS, min_size=1, max_size=20).filter(lambda t: t[0].isalnum()),
     chunk=st.integers(min_value=0, max_value=10**6),
-    sources=st.lists(st.text(max_size=30).filter(lambda t: _utf8(t)), max_size=5).map(tuple),
-    dest=st.text(min_size=1, max_size=30).filter(lambda t: _utf8(t)),
+    sources=st.lists(st.text(max_size=30).filter(is_text), max_size=5).map(tuple),
+    dest=st.text(min_size=1, max_size=30).filter(is_text),
 )
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @FAST
@@ -119,7 +112,7 @@ def test_a_tampered_chunk_message_is_refused_cleanly_or_still_valid(message, fie
     # what passes is a message any worker can act on safely
     check_job_id(parsed.job_id)
     assert isinstance(parsed.chunk, int) and parsed.chunk >= 0
-    assert all(isinstance(s, str) and _utf8(s) for s in parsed.sources) and _utf8(parsed.dest)
+    assert all(isinstance(s, str) and is_text(s) for s in parsed.sources) and is_text(parsed.dest)
     assert safe_key(parsed.shard_key) == parsed.shard_key
 
 

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from .. import keys
 from ..errors import BulkLabelError, ConfigError
+from ..heartbeat import KeyHeartbeat
 from ..settings import redact_url
 from . import scripts
 from .view import job_view
@@ -118,12 +119,11 @@ class JobStore:
             raise JobNotFound(f"job {job_id!r} is not known to Redis (expired or deleted)")
         return state
 
-    def listing_alive(self, job_id: str) -> None:
-        """The submit listing ``job_id`` is still at it (a heartbeat)."""
-        self.r.set(keys.lister(job_id), "1", ex=LISTER_SECONDS)
-
-    def listing_over(self, job_id: str) -> None:
-        self.r.delete(keys.lister(job_id))
+    def listing_heartbeat(self, job_id: str, block_signals: tuple[int, ...] = ()) -> KeyHeartbeat:
+        """Keeps the job's ``lister`` key alive while a submit lists it (start it, stop it):
+        a submit killed outright lets it expire, and ``get`` shows the job stalled."""
+        return KeyHeartbeat(self.r, keys.lister(job_id), "1", every=LISTER_SECONDS / 3, ttl=LISTER_SECONDS,
+                            name="bulklabel-listing", block_signals=block_signals)
 
     def finish_listing(self, job_id: str) -> bool:
         """Mark the listing complete; True if that completed the job (its keys then expire)."""

@@ -14,11 +14,11 @@ import logging
 import os
 import socket
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 
 from bulklabel import keys
+from bulklabel.heartbeat import KeyHeartbeat
 from bulklabel.options import EngineOptions, ModelOptions, RuntimeOptions
 from bulklabel.settings import redact_url
 
@@ -86,8 +86,10 @@ def serve(config: WorkerConfig) -> int:
     app = make_app(config.redis_url, config.visibility_timeout)
     guard.install(app, lambda queue, raw, reason: jobs.dead_letter(queue, raw, reason, name))
     register(app, ctx)
-    beat = Heartbeat(jobs.r, name, {"queue": config.queue, "model": model.model_id,
-                                    "device": config.device, "pid": os.getpid()})
+    info = {"queue": config.queue, "model": model.model_id, "device": config.device, "pid": os.getpid(),
+            "name": name, "host": socket.gethostname(), "started_at": time.time()}
+    beat = KeyHeartbeat(jobs.r, keys.worker(name), json.dumps(info), every=HEARTBEAT_SECONDS,
+                        ttl=3 * HEARTBEAT_SECONDS)  # for submit and status: who serves which queue
     beat.start()
     log.info("worker %s ready: queue %r on %s", name, config.queue, redact_url(config.redis_url))
     worker = app.Worker(
@@ -99,31 +101,6 @@ def serve(config: WorkerConfig) -> int:
     finally:
         beat.stop()
     return worker.exitcode or 0
-
-
-class Heartbeat(threading.Thread):
-    """Keeps ``bulklabel:worker:<name>`` alive while this worker runs (for submit/status)."""
-
-    def __init__(self, client, name: str, info: dict):
-        super().__init__(daemon=True, name="bulklabel-heartbeat")
-        self.client, self.key = client, keys.worker(name)
-        self.info = dict(info, name=name, host=socket.gethostname(), started_at=time.time())
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            try:
-                self.client.set(self.key, json.dumps(self.info), ex=3 * HEARTBEAT_SECONDS)
-            except Exception:
-                pass  # Redis away: the broker connection reports it; try again next beat
-            self._stop_event.wait(HEARTBEAT_SECONDS)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        try:
-            self.client.delete(self.key)
-        except Exception:
-            pass
 
 
 def _die_with_parent() -> None:
