@@ -60,13 +60,14 @@ def median(rows: list[dict], key: str = "images_per_second") -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def throughput(model: str, paths: list[str], rounds: int, work: str, tutorial_limit: int) -> dict:
+def throughput(model: str, paths: list[str], rounds: int, work: str, tutorial_limit: int,
+               tutorial: bool = True) -> dict:
     listing = corpus.write_list(paths, os.path.join(work, "list.txt"))
     short = corpus.write_list(paths[:tutorial_limit], os.path.join(work, "short.txt"))
-    results: dict[str, list[dict]] = {k: [] for k in ("bound", "tfdata", "tutorial", "bulklabel")}
+    names = ["bound", "tfdata", "bulklabel"] + (["tutorial"] if tutorial else [])
+    results: dict[str, list[dict]] = {k: [] for k in names}
     for i in range(rounds):
-        order = ["bound", "tfdata", "bulklabel", "tutorial"]
-        order = order[i % 4:] + order[:i % 4]  # rotate, so no pipeline always runs first
+        order = names[i % len(names):] + names[:i % len(names)]  # rotate, so no pipeline always runs first
         for name in order:
             results[name].append(pipeline(name, short if name == "tutorial" else listing, model, work))
             print(f"  {model} round {i + 1} {name}: {results[name][-1]['images_per_second']:.1f} images/s",
@@ -77,11 +78,11 @@ def throughput(model: str, paths: list[str], rounds: int, work: str, tutorial_li
         "bulklabel/tfdata": [b["images_per_second"] / r["images_per_second"]
                              for b, r in zip(results["bulklabel"], results["tfdata"])],
         "bulklabel/tutorial": [b["images_per_second"] / r["images_per_second"]
-                               for b, r in zip(results["bulklabel"], results["tutorial"])],
+                               for b, r in zip(results["bulklabel"], results.get("tutorial", []))],
     }
     return {"model": model, "images": len(paths), "runs": results,
             "median_images_per_second": {k: median(v) for k, v in results.items()},
-            "median_ratios": {k: statistics.median(v) for k, v in ratios.items()}}
+            "median_ratios": {k: statistics.median(v) for k, v in ratios.items() if v}}
 
 
 class WorkerProc:
@@ -136,33 +137,29 @@ class WorkerProc:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def distributed_job(listing: str, queue: str, url: str, work: str, chunk: int) -> dict:
-    r = run([PY, "-m", "bulklabel", "submit", f"@{listing}", "--out", os.path.join(work, "dist"),
-             "--queue", queue, "--chunk-size", str(chunk), "--wait", "--no-progress"],
+def distributed_job(listing: str, queue: str, url: str, work: str, chunk: int, *extra: str,
+                    dest: str | None = None) -> dict:
+    r = run([PY, "-m", "bulklabel", "submit", f"@{listing}", "--out", dest or os.path.join(work, "dist"),
+             "--queue", queue, "--chunk-size", str(chunk), "--wait", "--no-progress", *extra],
             env={**ENV, "BULKLABEL_REDIS_URL": url})
     job_id = r["stdout"].strip().splitlines()[-1]
     s = run([PY, "-m", "bulklabel", "status", job_id, "--json"], env={**ENV, "BULKLABEL_REDIS_URL": url})
     job = json.loads(s["stdout"])
     seconds = job["finished_at"] - job["submitted_at"]
-    return {"job_id": job_id, "images": job["done"], "seconds": seconds,
-            "images_per_second": job["done"] / seconds, "process_seconds": r["wall"]}
+    return {"job_id": job_id, "images": job["done"], "skipped": job.get("skipped", 0), "seconds": seconds,
+            "images_per_second": job["done"] / seconds if seconds > 0 else 0.0, "process_seconds": r["wall"]}
 
 
-def distributed(model: str, paths: list[str], rounds: int, url: str, work: str) -> dict:
+def distributed(model: str, paths: list[str], rounds: int, url: str, work: str, worker: WorkerProc) -> dict:
     listing = corpus.write_list(paths, os.path.join(work, "dist.txt"))
-    queue = f"bench-{os.getpid()}"
-    worker = WorkerProc(queue, url, model)
-    try:
-        worker.wait_ready()
-        distributed_job(listing, queue, url, work, 64)  # warm: first job after start-up
-        jobs, bounds = [], []
-        for _ in range(rounds):
-            jobs.append(distributed_job(listing, queue, url, work, 64))
-            bounds.append(pipeline("bound", listing, model, work))
-            print(f"  distributed {jobs[-1]['images_per_second']:.1f} vs bound "
-                  f"{bounds[-1]['images_per_second']:.1f} images/s", file=sys.stderr)
-    finally:
-        worker.stop()
+    queue = worker.queue
+    distributed_job(listing, queue, url, work, 64)  # warm: first job after start-up
+    jobs, bounds = [], []
+    for _ in range(rounds):
+        jobs.append(distributed_job(listing, queue, url, work, 64))
+        bounds.append(pipeline("bound", listing, model, work))
+        print(f"  distributed {jobs[-1]['images_per_second']:.1f} vs bound "
+              f"{bounds[-1]['images_per_second']:.1f} images/s", file=sys.stderr)
     ratios = [j["images_per_second"] / b["images_per_second"] for j, b in zip(jobs, bounds)]
     return {"jobs": jobs, "bound": bounds, "median_images_per_second": median(jobs),
             "median_ratio_to_bound": statistics.median(ratios)}
@@ -190,25 +187,40 @@ def scaling(model: str, paths: list[str], rounds: int, url: str, work: str) -> d
     return {"runs": results, "median_ratio_two_over_one": statistics.median(ratios)}
 
 
-def memory(model: str, paths: list[str], repeat: int, jobs: int, url: str, work: str) -> dict:
+def memory(model: str, paths: list[str], repeat: int, jobs: int, url: str, work: str, worker: WorkerProc) -> dict:
     one = corpus.write_list(paths, os.path.join(work, "mem1.txt"))
     many = corpus.write_list(paths * repeat, os.path.join(work, "memN.txt"))
     small = pipeline("bulklabel", one, model, work)
     large = pipeline("bulklabel", many, model, work)
-    queue = f"bench-mem-{os.getpid()}"
-    worker = WorkerProc(queue, url, model)
     rss = []
-    try:
-        worker.wait_ready()
-        for _ in range(jobs):
-            distributed_job(one, queue, url, work, 64)
-            rss.append(round(worker.rss_mib(), 1))
-    finally:
-        worker.stop()
+    for _ in range(jobs):
+        distributed_job(one, worker.queue, url, work, 64)
+        rss.append(round(worker.rss_mib(), 1))
     return {"classify_peak_rss_mib": {"x1": small["rss_mib"], f"x{repeat}": large["rss_mib"]},
             "ratio_large_over_small": large["rss_mib"] / small["rss_mib"],
             "worker_rss_mib_after_each_job": rss,
             "worker_rss_growth": (rss[-1] - rss[0]) / rss[0] if rss else None}
+
+
+def incremental(paths: list[str], new_fraction: float, url: str, work: str, worker: WorkerProc) -> dict:
+    """A full incremental run into a fresh DEST, then a re-run over the same archive plus
+    ``new_fraction`` new files: the re-run should cost about that fraction (plus listing)."""
+    folder = os.path.join(work, "incremental-new")
+    os.makedirs(folder, exist_ok=True)
+    added = []
+    for i, path in enumerate(paths[:max(1, round(len(paths) * new_fraction))]):
+        added.append(os.path.join(folder, f"new-{i:05d}{os.path.splitext(path)[1]}"))
+        shutil.copyfile(path, added[-1])
+    first = corpus.write_list(paths, os.path.join(work, "inc1.txt"))
+    second = corpus.write_list(paths + added, os.path.join(work, "inc2.txt"))
+    dest = os.path.join(work, "inc-dest")
+    full = distributed_job(first, worker.queue, url, work, 64, "--incremental", dest=dest)
+    rerun = distributed_job(second, worker.queue, url, work, 64, "--incremental", dest=dest)
+    print(f"  incremental: full {full['seconds']:.2f} s ({full['images']} images), re-run "
+          f"{rerun['seconds']:.2f} s ({rerun['images']} new, {rerun['skipped']} skipped)", file=sys.stderr)
+    return {"archive": len(paths), "new": len(added), "full": full, "rerun": rerun,
+            "ratio_rerun_over_full": rerun["seconds"] / full["seconds"],
+            "ratio_images": rerun["images"] / full["images"]}
 
 
 def producer(keys: int, url: str, work: str) -> dict:
@@ -260,6 +272,18 @@ def targets(res: dict) -> list[dict]:
             m["ratio_large_over_small"] <= 1.2)
         g = m["worker_rss_growth"]
         add("worker RSS growth over consecutive jobs", g, "< 0.10", g is not None and g < 0.10)
+    if "incremental" in res:
+        r = res["incremental"]
+        exact = r["rerun"]["images"] == r["new"] and r["rerun"]["skipped"] == r["archive"]
+        add("incremental re-run labels exactly the new files", 1.0 if exact else 0.0, "= 1", exact)
+        add(f"incremental re-run / full run, {r['new']}/{r['archive']} new: seconds",
+            r["ratio_rerun_over_full"], "<= 0.1", r["ratio_rerun_over_full"] <= 0.1)
+    if "diff" in res:
+        d = res["diff"]
+        add(f"diff {d['keys']} keys vs {d['index_entries']}-entry index: seconds", d["seconds"], "< 60",
+            d["seconds"] < 60)
+        add(f"diff {d['keys']} keys vs {d['index_entries']}-entry index: peak RSS MiB", d["peak_rss_mib"],
+            "< 1024", d["peak_rss_mib"] < 1024)
     if "producer" in res:
         p = res["producer"]
         add(f"enqueue {p['keys']} keys: seconds", p["seconds"], "< 30", p["seconds"] < 30)
@@ -276,7 +300,7 @@ def markdown(res: dict) -> str:
             lines.append("")
             lines.append("| pipeline | images/s | ratio of bulklabel to it |")
             lines.append("| --- | ---: | ---: |")
-            for name in ("bound", "tfdata", "tutorial", "bulklabel"):
+            for name in (n for n in ("bound", "tfdata", "tutorial", "bulklabel") if n in ips):
                 ratio = t["median_ratios"].get(f"bulklabel/{name}")
                 lines.append(f"| {name} | {ips[name]:.1f} | {'' if ratio is None else f'{ratio:.2f}'} |")
             lines.append("")
@@ -292,7 +316,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny corpus, one round: checks the suite runs")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="MobileNetV2,Xception")
-    ap.add_argument("--only", default="standard,phone,distributed,scaling,memory,producer",
+    ap.add_argument("--only", default="standard,phone,distributed,scaling,memory,incremental,diff,producer",
                     help="comma-separated sections to run")
     ap.add_argument("--redis", default=os.environ.get("BULKLABEL_REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--corpus-root", default=corpus.DEFAULT_ROOT)
@@ -312,15 +336,28 @@ def main() -> None:
         if "standard" in sections:
             res["standard"] = [throughput(m, std, rounds, work, 8 if quick else (100 if m == "MobileNetV2" else 30))
                                for m in models]
-        if "phone" in sections:
+        if "phone" in sections:  # the tutorial's ratio is a target of the standard corpus only
             phone = corpus.listing(corpus.build("phone", n_phone, args.corpus_root))
-            res["phone"] = throughput("MobileNetV2", phone, rounds, work, 2 if quick else 20)
-        if "distributed" in sections:
-            res["distributed"] = distributed("MobileNetV2", std, rounds, args.redis, work)
+            res["phone"] = throughput("MobileNetV2", phone, rounds, work, 2 if quick else 20, tutorial=not quick)
+        if sections & {"distributed", "memory", "incremental"}:
+            worker = WorkerProc(f"bench-{os.getpid()}", args.redis, "MobileNetV2")  # one, shared
+            try:
+                worker.wait_ready()
+                if "distributed" in sections:
+                    res["distributed"] = distributed("MobileNetV2", std, rounds, args.redis, work, worker)
+                if "memory" in sections:
+                    res["memory"] = memory("MobileNetV2", std, 2 if quick else 10, 2 if quick else 10, args.redis,
+                                           work, worker)
+                if "incremental" in sections:
+                    res["incremental"] = incremental(std, 0.1 if quick else 0.01, args.redis, work, worker)
+            finally:
+                worker.stop()
         if "scaling" in sections and not quick and shutil.which("taskset") and os.cpu_count() >= 2:
             res["scaling"] = scaling("MobileNetV2", std, max(2, rounds - 1), args.redis, work)
-        if "memory" in sections:
-            res["memory"] = memory("MobileNetV2", std, 2 if quick else 10, 2 if quick else 10, args.redis, work)
+        if "diff" in sections:
+            from bench.incremental import run_diff_bench
+
+            res["diff"] = run_diff_bench(20_000 if quick else 1_000_000, 0.01)
         if "producer" in sections:
             res["producer"] = producer(2000 if quick else 1_000_000, args.redis, work)
         res["targets"] = targets(res)

@@ -7,8 +7,10 @@ another version (a producer older or newer than itself, during a rolling upgrade
 it with a clear reason instead of guessing at its meaning.
 
 Each chunk's records go to ``shard_key(job, chunk)`` under the job's destination, and the
-job's summary to ``success_key(job)``; ``producer.results`` reads them back by the same
-names.
+job's summary to ``success_key(job)`` (and the submit's request to ``manifest_key(job)``);
+``producer.results`` and ``producer.snapshot`` read them back by the same names. A message
+may carry each source's content fingerprint (``bulklabel.fingerprints``), copied into
+its record.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .names import is_text
 TASK_NAME = "bulklabel.classify_chunk"
 VERSION = 1
 SUCCESS = "_SUCCESS"
+MANIFEST = "_JOB"
 
 
 class MessageError(ValueError):
@@ -36,10 +39,14 @@ class ChunkMessage:
     sources: tuple[str, ...]
     dest: str
     version: int = VERSION
+    fingerprints: tuple[str | None, ...] | None = None  # one per source (bulklabel.fingerprints)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "job_id": self.job_id, "chunk": self.chunk,
-                "sources": list(self.sources), "dest": self.dest}
+        fields = {"version": self.version, "job_id": self.job_id, "chunk": self.chunk,
+                  "sources": list(self.sources), "dest": self.dest}
+        if self.fingerprints is not None:
+            fields["fingerprints"] = list(self.fingerprints)
+        return fields
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> ChunkMessage:
@@ -50,7 +57,7 @@ class ChunkMessage:
                    else f"a producer speaking version {version!r}")
             raise MessageError(f"chunk message from {who}; this worker speaks version {VERSION}: "
                                "run the same bulklabel version on producers and workers")
-        unknown = sorted(set(fields) - {"version", "job_id", "chunk", "sources", "dest"})
+        unknown = sorted(set(fields) - {"version", "job_id", "chunk", "sources", "dest", "fingerprints"})
         if unknown:
             raise MessageError(f"chunk message with unknown fields {unknown}")
         job_id, chunk = fields.get("job_id"), fields.get("chunk")
@@ -71,7 +78,13 @@ class ChunkMessage:
                                    "every name in valid UTF-8 (see bulklabel.names)")
         if not isinstance(dest, str) or not dest:
             raise MessageError(f"dest must be a non-empty string. Received: {dest!r}")
-        return cls(job_id, chunk, tuple(sources), dest)
+        prints = fields.get("fingerprints")
+        if prints is not None:
+            if (not isinstance(prints, list) or len(prints) != len(sources)
+                    or not all(p is None or (isinstance(p, str) and is_text(p)) for p in prints)):
+                raise MessageError("fingerprints must be a list of strings or nulls, one per source")
+            prints = tuple(prints)
+        return cls(job_id, chunk, tuple(sources), dest, fingerprints=prints)
 
     @property
     def shard_key(self) -> str:
@@ -93,3 +106,8 @@ def is_shard(key: str) -> bool:
 
 def success_key(job_id: str) -> str:
     return f"{job_id}/{SUCCESS}"
+
+
+def manifest_key(job_id: str) -> str:
+    """What the submit asked for (sources, queue, time, incremental): ``DEST/<job_id>/_JOB``."""
+    return f"{job_id}/{MANIFEST}"

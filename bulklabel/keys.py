@@ -9,6 +9,10 @@
     bulklabel:jobs                     sorted set: job ids by submission time
     bulklabel:worker:<name>            worker heartbeat (JSON, expires when the worker is gone)
     bulklabel:dead:<queue>             list: messages no worker could use, with the reason (JSON)
+    bulklabel:scheduler:lease          the scheduler lease: a redis-py Lock token with a TTL its holder renews
+    bulklabel:scheduler:holder         who holds the lease (JSON host, pid, since; same TTL)
+    bulklabel:schedule:<name>:last     a scheduled job's latest slot handled and its latest run (JSON)
+    bulklabel:schedule:<name>:runs     list: a scheduled job's slots and their outcomes, newest first (JSON)
 
 Celery's own queue keys are named after the queue (default ``bulklabel``).
 """
@@ -50,3 +54,14 @@ def dead_letter(queue: str) -> str:
 
 
 WORKER_PATTERN = f"{PREFIX}:worker:*"
+
+SCHEDULER_LEASE = f"{PREFIX}:scheduler:lease"
+SCHEDULER_HOLDER = f"{PREFIX}:scheduler:holder"
+
+
+def schedule_last(name: str) -> str:
+    return f"{PREFIX}:schedule:{name}:last"
+
+
+def schedule_runs(name: str) -> str:
+    return f"{PREFIX}:schedule:{name}:runs"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator
 
+from . import fingerprints
 from .errors import SourceError
 from .globs import DirKey, has_magic, iglob, iglob_with_parents
 from .names import is_file_uri, is_text, local_str, source_text
@@ -32,8 +33,8 @@ from .names import is_file_uri, is_text, local_str, source_text
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 
 # Lister for s3:// sources, installed by the storage layer when S3 support is available:
-# (uri) -> iterator of s3:// URIs of image keys.
-S3Lister = Callable[[str], Iterator[str]]
+# (uri) -> iterator of s3:// URIs of image keys, or of (URI, fingerprint) pairs.
+S3Lister = Callable[[str], Iterator["str | tuple[str, str | None]"]]
 
 def has_image_extension(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
@@ -79,8 +80,21 @@ def iter_sources(specs: Iterable[str], s3_lister: S3Lister | None = None) -> Ite
     """Yield every image location named by ``specs``: absolute paths, ``s3://`` URIs, and
     ``file://`` URIs for paths that are not valid UTF-8 — always valid UTF-8 text."""
     for spec in specs:
-        for location in _expand(spec, s3_lister, explicit=True):
-            yield source_text(location)
+        for item in _expand(spec, s3_lister, explicit=True):
+            yield source_text(item[0] if isinstance(item, tuple) else item)
+
+
+def iter_entries(specs: Iterable[str], s3_lister: S3Lister | None = None) -> Iterator[tuple[str, str | None]]:
+    """``iter_sources`` with each location's content fingerprint (``bulklabel.fingerprints``):
+    from the listing for S3 keys, from ``os.stat`` for local files; None when unknown."""
+    for spec in specs:
+        for item in _expand(spec, s3_lister, explicit=True):
+            if isinstance(item, tuple):
+                yield source_text(item[0]), item[1]
+            elif item.startswith("s3://") or is_file_uri(item):
+                yield source_text(item), None  # an object named alone (not listed), a URI naming nothing
+            else:
+                yield source_text(item), fingerprints.local(item)
 
 
 def _expand(spec: str, s3_lister: S3Lister | None, explicit: bool) -> Iterator[str]:

@@ -28,7 +28,9 @@ def render(job: dict[str, Any]) -> str:
     chunks = job["chunks_total"] if job["chunks_total"] is not None else f"{job['chunks_enqueued']}+"
     lines = [
         f"job {job['job_id']}: {job['state']}",
-        f"  images   {job['done']}/{total} done{pct}, {job['errors']} errors",
+        f"  images   {job['done']}/{total} done{pct}, {job['errors']} errors"
+        + (f", {job['skipped']} skipped (already labeled: --incremental against {job['diffed_model']})"
+           if job.get("incremental") else ""),
         f"  chunks   {job['chunks_done']}/{chunks}",
         f"  speed    {job['images_per_second']} images/s over {format_duration(job['seconds'])}"
         + (f", ETA {format_duration(job['eta_seconds'])}" if job["eta_seconds"] is not None else ""),

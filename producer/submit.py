@@ -6,22 +6,28 @@ as chunks are enqueued; the job can complete only once the listing is marked com
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
-from bulklabel.chunks import TASK_NAME, ChunkMessage
+from bulklabel.chunks import TASK_NAME, ChunkMessage, manifest_key
+from bulklabel.completion import finish_job
 from bulklabel.errors import BulkLabelError, ConfigError
-from bulklabel.jobs import check_job_id, new_job_id, open_store, write_success
+from bulklabel.index import INDEX_DIR
+from bulklabel.jobs import check_job_id, new_job_id, open_store
 from bulklabel.queue import make_app
 from bulklabel.settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, visibility_timeout
-from bulklabel.sources import check_sources, iter_sources
+from bulklabel.sources import check_sources, iter_entries
 from bulklabel.storage import open_storage, s3_lister
+
+from . import incremental
 
 
 @dataclass
@@ -33,6 +39,8 @@ class Submission:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     job_id: str | None = None
     replace: bool = False
+    incremental: bool = False   # skip sources already labeled into dest by the same model (DEST/_index/)
+    model_id: str | None = None  # the model to diff against (default: live workers, else DEST's newest index)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -86,6 +94,19 @@ def check_fresh_dest(storage, job_id: str, replace: bool) -> None:
                           f"named {job_id!r}: pick another --job-id, or give --replace to delete them first")
     removed = storage.delete_prefix(prefix)
     print(f"bulklabel: --replace: removed {removed} files under {storage.url(job_id)}/", file=sys.stderr)
+    # the label index may hold that job's labels: it is derived data, rebuilt from the shards left
+    dropped = storage.delete_prefix(f"{INDEX_DIR}/")
+    if dropped:
+        print(f"bulklabel: --replace: removed the label index ({dropped} files); the next --incremental "
+              "submit rebuilds it from the results", file=sys.stderr)
+
+
+def write_manifest(storage, job_id: str, sub: Submission, plan) -> None:
+    """``DEST/<job_id>/_JOB``: what the job was asked to do, readable without Redis (``snapshot``
+    orders jobs by its ``submitted_at``)."""
+    manifest = {"job_id": job_id, "submitted_at": time.time(), "sources": sub.sources, "queue": sub.queue,
+                "incremental": sub.incremental, "diffed_model": plan.model_id if plan else None}
+    storage.write(manifest_key(job_id), (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 class Interrupted(BulkLabelError):
@@ -126,12 +147,22 @@ def signals_ignored(*signums: int):
 
 @contextmanager
 def signals_deferred(*signums: int):
-    """Hold ``signums`` back while the block runs; they are delivered when it ends."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    """Hold ``signums`` back while the block runs; the first one that came is raised again when
+    it ends. Python runs signal handlers in the main thread whichever thread the kernel
+    picked (a library's thread may not block them, so ``pthread_sigmask`` is not enough):
+    the handlers installed here only take note."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {signum: signal.signal(signum, lambda n, frame: pending.append(n)) for signum in signums}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        if pending:
+            signal.raise_signal(pending[0])  # to the handlers in force again
 
 
 def _why(exc: BaseException) -> str:
@@ -170,7 +201,9 @@ def submit(sub: Submission) -> str:
     if sub.job_id:
         jobs.check_new(job_id)  # before --replace deletes anything
         check_fresh_dest(storage, job_id, sub.replace)
-    jobs.create(job_id, dest, sub.queue, sub.sources)
+    plan = incremental.prepare(jobs, storage, sub.queue, sub.model_id) if sub.incremental else None
+    jobs.create(job_id, dest, sub.queue, sub.sources,
+                **({"diffed_model": plan.model_id or ""} if plan else {}))
     if not jobs.live_workers(sub.queue):
         print(f"bulklabel: note: no worker is listening on queue {sub.queue!r} yet; the job will "
               "wait for one (start it with: bulklabel worker --model MODEL)", file=sys.stderr)
@@ -183,16 +216,25 @@ def submit(sub: Submission) -> str:
     beat.start()
     try:
         with signals_raise(signal.SIGTERM, signal.SIGHUP), app.producer_or_acquire() as producer:
-            for number, chunk in enumerate(chunked(iter_sources(sub.sources, s3_lister()), sub.chunk_size)):
+            write_manifest(storage, job_id, sub, plan)
+            entries = iter_entries(sub.sources, s3_lister(with_fingerprints=True))
+            if plan:
+                entries = plan.skipper.filter(entries)
+            for number, chunk in enumerate(chunked(entries, sub.chunk_size)):
                 state = jobs.add_chunk(job_id, number, len(chunk))
                 if state in ("failed", "cancelled"):
                     ended = state
                     break
-                message = ChunkMessage(job_id, number, tuple(chunk), dest)
+                message = ChunkMessage(job_id, number, tuple(s for s, _ in chunk), dest,
+                                       fingerprints=tuple(f for _, f in chunk))
                 with signals_deferred(*STOP_SIGNALS):  # what was sent and what is counted agree
                     app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer,
                                   retry=True, retry_policy=PUBLISH_RETRY)
                     images, chunks = images + len(chunk), chunks + 1
+                if plan:
+                    jobs.set_skipped(job_id, plan.skipper.skipped)
+            if plan:
+                jobs.set_skipped(job_id, plan.skipper.skipped)  # final, before the job can complete
     except BaseException as exc:
         with signals_ignored(*STOP_SIGNALS):  # a second signal must not skip this
             _record_failure(jobs, job_id, f"listing interrupted after {chunks} chunks ({images} images): "
@@ -204,10 +246,11 @@ def submit(sub: Submission) -> str:
         raise BulkLabelError(f"job {job_id} was {ended} while being listed: stopped after {chunks} chunks "
                              f"({images} images) (see: bulklabel status {job_id})")
     try:
-        if jobs.finish_listing(job_id):  # every chunk already done (or an empty job)
-            write_success(jobs, storage, job_id)
+        if jobs.finish_listing(job_id):  # every chunk already done (or nothing to label)
+            finish_job(jobs, storage, job_id)
     finally:
         beat.stop()
-    print(f"bulklabel: job {job_id}: {images} images in {chunks} chunks queued on {sub.queue!r}; "
+    skipped = f" ({plan.skipper.skipped} already labeled, skipped)" if plan else ""
+    print(f"bulklabel: job {job_id}: {images} images in {chunks} chunks queued on {sub.queue!r}{skipped}; "
           f"results in {dest}/{job_id}/", file=sys.stderr)
     return job_id

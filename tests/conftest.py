@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from bulklabel import keys
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -193,3 +196,73 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# --- distributed jobs: one broker and one warm worker for the whole session -----------
+
+REDIS_PASSWORD = "redis-secret-never-logged-7f3a"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    from services import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"), password=REDIS_PASSWORD)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def main_worker(broker, color_model, s3_server, tmp_path_factory):
+    """One warm CPU worker serving the colour model on queue 'main' (shared by every test module)."""
+    log = tmp_path_factory.mktemp("logs") / "main-worker.log"
+    from services import Worker
+
+    bucket = s3_server.new_bucket()  # the one bucket it may write to (with the test folders)
+    allowed = f"{tmp_path_factory.getbasetemp()},s3://{bucket}"
+    worker = Worker(log, color_model.keras_path, "main", broker.url,
+                    env={**s3_server.env, "BULKLABEL_ALLOW_DEST": allowed})
+    worker.bucket = bucket
+    worker.wait_ready()
+    yield worker
+    worker.stop()
+
+
+def submit(broker, *args: str, env: dict | None = None, timeout: float = 240):
+    return run_cli("submit", *args, env={"BULKLABEL_REDIS_URL": broker.url, **(env or {})},
+                   timeout=timeout)
+
+
+def job_id_of(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def job_hash(broker, job_id: str) -> dict:
+    return broker.client().hgetall(keys.job(job_id))
+
+
+def shard_records(folder: Path) -> list[dict]:
+    out = []
+    for shard in sorted(folder.glob("part-*.jsonl")):
+        out += [json.loads(line) for line in shard.read_text().splitlines()]
+    return out
+
+
+def assert_exactly_once(records: list[dict], expected_sources) -> None:
+    sources = [r["source"] for r in records]
+    assert len(sources) == len(set(sources)), "a source has more than one record"
+    assert set(sources) == set(expected_sources)
+
+
+def make_images(folder: Path, n: int, seed: int = 0, size=(60, 80)) -> dict[str, str]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for i in range(n):
+        name = CLASSES[i % 3]
+        path = folder / f"img {i:03d}.jpg"
+        path.write_bytes(encoded(color_photo(name, rng, size)))
+        truth[str(path)] = name
+    return truth

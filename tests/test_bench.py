@@ -36,11 +36,17 @@ def test_benchmark_runs_on_a_tiny_corpus(tmp_path):
     assert set(standard["median_images_per_second"]) == {"bound", "tfdata", "tutorial", "bulklabel"}
     assert all(v > 0 for v in standard["median_images_per_second"].values())
     assert standard["runs"]["bulklabel"][0]["errors"] == 0
-    assert res["phone"]["images"] == 2
+    assert res["phone"]["images"] == 2 and set(res["phone"]["median_images_per_second"]) == {
+        "bound", "tfdata", "bulklabel"}
+    inc = res["incremental"]
+    assert inc["full"]["images"] == 12 and inc["new"] == 1
+    assert inc["rerun"]["images"] == 1 and inc["rerun"]["skipped"] == 12
+    assert res["diff"]["keys"] == 20_000 and res["diff"]["seconds"] > 0
     assert res["distributed"]["jobs"][0]["images"] == 12
     assert len(res["memory"]["worker_rss_mib_after_each_job"]) == 2
     assert res["producer"]["keys"] == 2000 and res["producer"]["redis_mib"] > 0
     names = {row["target"] for row in res["targets"]}
     assert "standard MobileNetV2: classify / bound" in names and "distributed steady state / bound" in names
+    assert "incremental re-run labels exactly the new files" in names
     table = (tmp_path / "summary.md").read_text()
     assert "| bulklabel |" in table and "| target | measured | goal | met |" in table

@@ -25,22 +25,26 @@ import pytest
 from bulklabel import keys
 from bulklabel.sinks import read_records
 
-from conftest import CLASSES, ROOT, color_photo, encoded, run_cli
+from conftest import (
+    CLASSES,
+    REDIS_PASSWORD,
+    ROOT,
+    assert_exactly_once,
+    color_photo,
+    encoded,
+    job_hash,
+    job_id_of,
+    make_images,
+    run_cli,
+    shard_records,
+    submit,
+)
 from services import RedisServer, Worker, environ_of, wait_for
 
-REDIS_PASSWORD = "redis-secret-never-logged-7f3a"
 pytestmark = pytest.mark.slow
 
 
 # --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), password=REDIS_PASSWORD)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +59,6 @@ def heavy_model(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("heavy") / "heavy.keras")
     model.save(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def main_worker(broker, color_model, s3_server, tmp_path_factory):
-    """One warm CPU worker serving the colour model on queue 'main' (shared by several tests)."""
-    log = tmp_path_factory.mktemp("logs") / "main-worker.log"
-    bucket = s3_server.new_bucket()  # the one bucket it may write to (with the test folders)
-    allowed = f"{tmp_path_factory.getbasetemp()},s3://{bucket}"
-    worker = Worker(log, color_model.keras_path, "main", broker.url,
-                    env={**s3_server.env, "BULKLABEL_ALLOW_DEST": allowed})
-    worker.bucket = bucket
-    worker.wait_ready()
-    yield worker
-    worker.stop()
 
 
 def test_worker_processes_get_no_secret_on_their_command_line(broker, main_worker):
@@ -98,45 +88,6 @@ def test_redis_away_is_a_clear_message(tmp_path, command):
     assert "cannot reach Redis at redis://:***@127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr and REDIS_PASSWORD not in result.stderr
     assert time.monotonic() - t < 12
-
-
-def submit(broker: RedisServer, *args: str, env: dict | None = None, timeout: float = 240):
-    return run_cli("submit", *args, env={"BULKLABEL_REDIS_URL": broker.url, **(env or {})},
-                   timeout=timeout)
-
-
-def job_id_of(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
-
-
-def job_hash(broker: RedisServer, job_id: str) -> dict:
-    return broker.client().hgetall(keys.job(job_id))
-
-
-def shard_records(folder: Path) -> list[dict]:
-    out = []
-    for shard in sorted(folder.glob("part-*.jsonl")):
-        out += [json.loads(line) for line in shard.read_text().splitlines()]
-    return out
-
-
-def assert_exactly_once(records: list[dict], expected_sources) -> None:
-    sources = [r["source"] for r in records]
-    assert len(sources) == len(set(sources)), "a source has more than one record"
-    assert set(sources) == set(expected_sources)
-
-
-def make_images(folder: Path, n: int, seed: int = 0, size=(60, 80)) -> dict[str, str]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    truth = {}
-    for i in range(n):
-        name = CLASSES[i % 3]
-        path = folder / f"img {i:03d}.jpg"
-        path.write_bytes(encoded(color_photo(name, rng, size)))
-        truth[str(path)] = name
-    return truth
 
 
 # --- jobs -----------------------------------------------------------------------------
@@ -228,9 +179,9 @@ def test_s3_job_reads_and_writes_s3(broker, main_worker, s3_server, tmp_path):
                     env=s3_server.env)
     job_id = job_id_of(result)
     keys_after = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
-    written = {k for k in keys_after if k.startswith("labels/")}
+    written = {k for k in keys_after if k.startswith("labels/") and not k.startswith("labels/run/_index/")}
     assert written == {f"labels/run/{job_id}/part-{i:06d}.jsonl" for i in range(4)} | {
-        f"labels/run/{job_id}/_SUCCESS"}
+        f"labels/run/{job_id}/_SUCCESS", f"labels/run/{job_id}/_JOB"}
     assert "escape.jpg" not in " ".join(k for k in keys_after if not k.startswith("incoming/"))
 
     out = tmp_path / "s3.parquet"
@@ -529,7 +480,7 @@ def test_cancel_drops_the_queued_chunks(broker, main_worker, tmp_path):
     assert move_queue(broker, "parked", "main") == 4  # now the workers reach the chunks
     wait_for(lambda: main_worker.log().count(f"job {job_id} is cancelled: dropping its chunk") == 4, 30,
              "the chunks to be dropped")
-    assert not (tmp_path / "out" / job_id).exists()
+    assert [p.name for p in (tmp_path / "out" / job_id).iterdir()] == ["_JOB"]  # no shard written
     assert broker.client().hgetall(keys.deliveries(job_id)) == {}
     assert cli(broker, "cancel", "no-such-job").returncode == 4
     (tmp_path / "empty").mkdir()
@@ -585,7 +536,7 @@ def test_interrupted_listing_fails_the_job_and_its_chunks_are_dropped(broker, ma
         assert move_queue(broker, queue, "main") == sent
         wait_for(lambda: main_worker.log().count(f"job {job_id} is failed: dropping its chunk") == sent, 60,
                  "the chunks to be dropped")
-        assert not (tmp_path / "out" / job_id).exists()
+        assert not list((tmp_path / "out" / job_id).glob("part-*"))
     broker.client().delete(queue)
 
 
@@ -614,7 +565,8 @@ def test_worker_refuses_a_destination_outside_allow_dest(broker, main_worker, tm
         assert result.returncode == 1
         job_id = result.stdout.strip().splitlines()[-1]
         assert "is not under --allow-dest" in job_hash(broker, job_id)["error"]
-        assert list(outside.iterdir()) == []  # nothing written
+        written = [p.relative_to(outside).as_posix() for p in outside.rglob("*") if p.is_file()]
+        assert written == [f"{job_id}/_JOB"]  # what the submit asked for; no worker wrote anything
         assert f"{str(outside)!r} is not under --allow-dest" in main_worker.log()
     finally:
         shutil.rmtree(outside)

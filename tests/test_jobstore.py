@@ -326,7 +326,7 @@ def test_success_summary_and_write_success(store):
     storage = MemoryStorage("memory://jobstore-test")
     summary = write_success(store, storage, "j1")
     assert summary == success_summary(store.get("j1"))
-    assert list(summary) == ["job_id", "state", "total", "done", "errors", "chunks_total",
+    assert list(summary) == ["job_id", "state", "total", "done", "errors", "skipped", "chunks_total",
                              "models", "workers", "queue", "submitted_at", "started_at",
                              "finished_at", "seconds", "images_per_second"]
     assert {k: summary[k] for k in ("job_id", "state", "total", "done", "errors", "chunks_total",

@@ -105,6 +105,44 @@ def test_list_is_lazy_iterator(storage) -> None:
     assert next(it) == "k"
 
 
+def test_children_are_immediate_sub_folders(storage) -> None:
+    assert list(storage.children()) == []
+    for k in KEYS:
+        storage.write(k, b"")
+    assert list(storage.children()) == ["a", "ab", "shards"]
+    assert list(storage.children("")) == ["a", "ab", "shards"]
+    assert list(storage.children("a")) == ["c"] == list(storage.children("a/"))
+    assert list(storage.children("a/c")) == [] == list(storage.children("shards"))
+    assert list(storage.children("b")) == [] == list(storage.children("no/such"))  # a file, nothing
+
+
+def test_children_is_lazy_and_paged(storage, monkeypatch) -> None:
+    from bulklabel.storage.s3 import S3Storage
+
+    monkeypatch.setattr(S3Storage, "page_size", 3)  # several S3 pages
+    for i in range(10):
+        storage.write(f"jobs/{i:04d}/x", b"")
+        storage.write(f"jobs/{i:04d}/y/z", b"")
+    storage.write("jobs/file", b"")
+    it = storage.children("jobs")
+    assert iter(it) is it and next(it) == "0000"
+    assert list(it) == [f"{i:04d}" for i in range(1, 10)]
+
+
+def test_delete(storage) -> None:
+    storage.write("a/x", b"1")
+    storage.write("a/y", b"2")
+    storage.delete("a/x")
+    assert not storage.exists("a/x") and storage.read("a/y") == b"2"
+    with pytest.raises(FileNotFoundError):
+        storage.read("a/x")
+    storage.delete("a/x")  # missing: not an error
+    storage.delete("never/was")
+    assert list(storage.list()) == ["a/y"]
+    storage.write("a/x", b"again")
+    assert storage.read("a/x") == b"again"
+
+
 def test_non_ascii_keys(storage) -> None:
     key = "résultats/été 2024/照片.jsonl"
     storage.write(key, "données".encode())
@@ -130,7 +168,15 @@ def test_unsafe_keys_refused(storage, key: str) -> None:
         storage.exists(key)
     with pytest.raises(ConfigError):
         storage.url(key)
+    with pytest.raises(ConfigError):
+        storage.delete(key)
     assert list(storage.list()) == []
+
+
+@pytest.mark.parametrize("prefix", ["../x", "a/../../b", "/etc", "a//b", ".", "..", "a\x00b"])
+def test_unsafe_children_refused(storage, prefix: str) -> None:
+    with pytest.raises(ConfigError):
+        list(storage.children(prefix))
 
 
 def test_unsafe_write_leaves_nothing_outside(tmp_path: Path) -> None:
@@ -227,6 +273,21 @@ def test_local_failed_write_leaves_no_trace(tmp_path: Path, monkeypatch) -> None
     assert store.read("k") == b"old"
     assert not store.exists("fresh")
     assert sorted(os.listdir(tmp_path)) == ["k"]
+
+
+def test_local_children_and_delete_specifics(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "root")
+    assert list(store.children()) == []  # no root folder yet
+    store.write("job/part-000000.jsonl", b"")
+    store.write("other/x", b"")
+    (tmp_path / "root" / "empty").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "root" / "linked").symlink_to(tmp_path / "elsewhere")
+    assert list(store.children()) == ["empty", "job", "other"]  # empty folders too; no symlinks
+    store.delete("job/part-000000.jsonl")
+    assert (tmp_path / "root" / "job").is_dir()  # the folder stays: a concurrent write into it goes on
+    with pytest.raises(ConfigError):
+        store.delete("linked/../../x")
 
 
 def test_local_temp_files_not_listed(tmp_path: Path) -> None:

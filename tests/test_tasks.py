@@ -65,6 +65,11 @@ def new_job(ctx, sources, job_id="j1", finish=True) -> ChunkMessage:
     return ChunkMessage(job_id, 0, tuple(sources), dest)
 
 
+def results_keys(storage) -> list[str]:
+    """The keys of the job results (the label index beside them left out)."""
+    return [k for k in storage.list() if not k.startswith("_index/")]
+
+
 def shard(message):
     return [json.loads(line) for line in open_storage(message.dest).read(message.shard_key).splitlines()]
 
@@ -100,7 +105,7 @@ def test_labels_a_chunk_and_completes_the_job(ctx, sources):
     assert out[3]["top_k"] == [] and all(r["model"] == ctx.model_id for r in out)
     assert counts(ctx) == ("done", 5, 1, 1)
     storage = open_storage(message.dest)
-    assert list(storage.list()) == ["j1/_SUCCESS", "j1/part-000000.jsonl"]
+    assert results_keys(storage) == ["j1/_SUCCESS", "j1/part-000000.jsonl"]
     summary = json.loads(storage.read("j1/_SUCCESS"))
     assert {k: summary[k] for k in ("job_id", "state", "total", "done", "errors", "chunks_total",
                                     "models", "workers", "queue")} == {
@@ -142,6 +147,23 @@ def test_chunk_that_killed_its_workers_is_abandoned(ctx, sources, monkeypatch):
     assert json.loads(open_storage(message.dest).read("j1/_SUCCESS"))["errors"] == 5
 
 
+def test_fingerprints_go_into_the_shard_and_the_done_job_into_the_index(ctx, sources):
+    """A message's fingerprints are copied into its records; completing the job indexes its
+    successful records (not the error one) under the worker's model, before _SUCCESS."""
+    from bulklabel.index import LabelIndex, digest_pairs
+
+    message = new_job(ctx, sources)
+    prints = tuple(f"{i}:{i * 7}" for i in range(len(sources)))
+    message = ChunkMessage(message.job_id, 0, message.sources, message.dest, fingerprints=prints)
+    assert ChunkMessage.from_json(message.to_json()) == message
+    assert process_chunk(ctx, message) == "labeled"
+    assert [r["fingerprint"] for r in shard(message)] == list(prints)
+    view = LabelIndex(open_storage(message.dest), ctx.model_id).load()
+    assert view.jobs == {"j1"} and len(view) == 4  # the broken image is tried again next time
+    found = view.contains(digest_pairs(list(sources), list(prints)))
+    assert found.tolist() == [True, True, True, False, True]
+
+
 def test_unknown_job_is_dropped(ctx, sources, client):
     message = ChunkMessage("expired", 3, tuple(sources), f"memory://tasks-{uuid.uuid4().hex}")
     assert process_chunk(ctx, message) == "dropped"
@@ -153,7 +175,7 @@ def test_storage_that_recovers_is_retried(ctx, sources):
     message = new_job(ctx, sources)
     flaky = ctx._storages[message.dest] = FlakyStorage(open_storage(message.dest), failures=2)
     assert process_chunk(ctx, message) == "labeled"
-    assert flaky.writes == [message.shard_key] * 3 + ["j1/_SUCCESS"]
+    assert [k for k in flaky.writes if not k.startswith("_index/")] == [message.shard_key] * 3 + ["j1/_SUCCESS"]
     assert [r["source"] for r in shard(message)] == sources
     assert counts(ctx) == ("done", 5, 1, 1)
 
@@ -185,7 +207,7 @@ def test_storage_that_recovers_on_a_later_delivery(ctx, sources):
     with pytest.raises(RetryLater):
         process_chunk(ctx, message)
     assert process_chunk(ctx, message) == "labeled"
-    assert flaky.writes == [message.shard_key] * 3 + ["j1/_SUCCESS"]
+    assert [k for k in flaky.writes if not k.startswith("_index/")] == [message.shard_key] * 3 + ["j1/_SUCCESS"]
     assert counts(ctx) == ("done", 5, 1, 1)
 
 

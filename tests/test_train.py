@@ -110,26 +110,26 @@ def test_best_weights_keeps_the_best_epoch_whatever_comes_after():
 
 
 def test_application_base_two_phases_freezing_and_sizes(tmp_path):
-    """ResNet50 with a weights file made here: phase 1 changes no base weight; phase 2 trains
+    """MobileNetV2 with a weights file made here: phase 1 changes no base weight; phase 2 trains
     only the top N non-BatchNorm layers; --sizes ends at the last size."""
     from bulklabel.options import TrainOptions
     from worker.training.trainer import train
 
     write_dataset(tmp_path / "data", 8, seed=5)
-    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(48, 48, 3))
-    weights = str(tmp_path / "resnet50_notop.weights.h5")
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(48, 48, 3))
+    weights = str(tmp_path / "mobilenetv2_notop.weights.h5")
     base.save_weights(weights)
     reference = {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}
     result = train(str(tmp_path / "data"), str(tmp_path / "r.keras"), TrainOptions(
-        base="ResNet50", weights=weights, sizes=[48, 64], epochs=1, fine_tune_layers=12,
+        base="MobileNetV2", weights=weights, sizes=[48, 64], epochs=1, fine_tune_layers=12,
         fine_tune_epochs=1, fine_tune_lr=1e-4, batch_size=8, augment=True, seed=2, verbose=0))
     assert [(r["phase"], r["size"][0]) for r in result.history] == [
         ("feature-extraction", 48), ("fine-tuning", 48), ("fine-tuning", 64)]
     saved = keras.saving.load_model(result.out)
     assert saved.input_shape == (None, 64, 64, 3)
     assert metadata.read_metadata(result.out)["image_size"] == [64, 64]
-    assert metadata.read_metadata(result.out)["preprocess"] == "caffe"
-    trained_base = saved.get_layer("resnet50")
+    assert metadata.read_metadata(result.out)["preprocess"] == "tf"
+    trained_base = next(layer for layer in saved.layers if isinstance(layer, keras.Model))
     layers = [layer for layer in trained_base.layers if not isinstance(layer, keras.layers.InputLayer)]
     top = {layer.name for layer in layers[-12:]}
     changed = set()

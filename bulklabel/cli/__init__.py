@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import BulkLabelError
-from . import distributed, local
+from . import distributed, local, schedule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     distributed.add_status(sub)
     distributed.add_cancel(sub)
     distributed.add_results(sub)
+    distributed.add_snapshot(sub)
+    schedule.add_scheduler(sub)
+    schedule.add_run_scheduled(sub)
     local.add_train(sub)
     local.add_evaluate(sub)
     return parser

@@ -12,8 +12,10 @@ from ..options.distributed import (
     CHUNK_SIZE,
     DEST,
     GPUS,
+    INCREMENTAL,
     JOB_ID,
     JSON,
+    MODEL_ID,
     PROGRESS,
     QUEUE,
     REDIS,
@@ -55,10 +57,27 @@ DEST (--out) is a local folder (shared with the workers) or s3://bucket/prefix. 
 chunk writes DEST/<job_id>/part-<chunk>.jsonl; when the job completes,
 DEST/<job_id>/_SUCCESS holds its summary. Merge with 'bulklabel results'.
 
+--incremental labels only what is new: a source this model already labeled into DEST,
+unchanged since (same size and mtime; on S3 the same ETag and size), is skipped. A night's
+cost follows what changed, not the size of the archive. Sources that got an error record
+are tried again. 'bulklabel snapshot DEST' gives the latest label of every source; for
+nightly runs, see 'bulklabel scheduler'.
+
 examples:
   bulklabel submit /archive/2024 --out /shared/labels --wait
   bulklabel submit s3://photos/raw/ --out s3://photos/labels --chunk-size 500
   bulklabel submit @nightly.txt --out s3://b/labels --job-id nightly-$(date +%F)
+  bulklabel submit s3://photos/raw/ --out s3://photos/labels --incremental   # only what is new
+"""
+
+SNAPSHOT_HELP = """\
+Write the standing "labels as of now" table of a destination: one record per source, its
+latest successful label across every job that wrote to DEST (incremental or not), or its
+latest error if no job labeled it. Reads the results in storage only (no Redis).
+
+examples:
+  bulklabel snapshot s3://photos/labels --out labels-today.parquet
+  bulklabel snapshot /shared/labels --out now.csv --model flowers@1a2b3c4d5e6f
 """
 
 STATUS_HELP = """\
@@ -95,6 +114,8 @@ WATCH = Option(("--watch",), switch=True, default=False, parse=settings.boolean,
                help="refresh until the job ends")
 RESULTS_OUT = Option(("--out", "-o"), metavar="FILE", required=True, env=None,
                      help="output .jsonl, .csv or .parquet")
+SNAPSHOT_MODEL = Option(("--model",), metavar="ID", env=None,
+                        help="the model whose labels to take (default: the newest job's model)")
 PARTIAL = Option(("--partial",), switch=True, default=False, parse=settings.boolean, env=None,
                  help="merge what exists even if the job is not done")
 
@@ -113,15 +134,30 @@ def add_submit(sub) -> None:
     p = sub.add_parser("submit", help="queue a job for the workers",
                        description=SUBMIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    add_options(p, DEST, QUEUE, CHUNK_SIZE, JOB_ID, REPLACE, WAIT, PROGRESS, REDIS)
+    add_options(p, DEST, QUEUE, CHUNK_SIZE, JOB_ID, REPLACE, INCREMENTAL, MODEL_ID, WAIT, PROGRESS, REDIS)
     p.set_defaults(run=_submit)
 
 
+def add_snapshot(sub) -> None:
+    p = sub.add_parser("snapshot", help="the latest label of every source in DEST, across jobs",
+                       description=SNAPSHOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dest", metavar="DEST", help="the local folder or s3://bucket/prefix that jobs wrote to")
+    add_options(p, RESULTS_OUT, SNAPSHOT_MODEL)
+    p.set_defaults(run=_snapshot)
+
+
 def add_status(sub) -> None:
-    p = sub.add_parser("status", help="show a job's progress",
-                       description=STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job_id", metavar="JOB_ID")
-    add_options(p, JSON, WATCH, REDIS)
+    from .schedule import LIMIT, STATUS_SCHEDULE
+
+    p = sub.add_parser("status", help="show a job's progress (or a schedule's runs)",
+                       description=STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="With --schedule FILE (and no JOB_ID): the recent runs of each scheduled job, "
+                              "newest first, and\nwho holds the scheduler lease; exit 1 if a job's newest run "
+                              "failed, was cancelled or is stalled.\n\n"
+                              "examples:\n  bulklabel status 20261122-101500-3f2a --watch\n"
+                              "  bulklabel status --schedule nightly.toml --limit 5")
+    p.add_argument("job_id", metavar="JOB_ID", nargs="?", help="the job (not with --schedule)")
+    add_options(p, JSON, WATCH, REDIS, STATUS_SCHEDULE, LIMIT)
     p.set_defaults(run=_status)
 
 
@@ -162,11 +198,13 @@ def _submit(args: argparse.Namespace) -> int:
     url = REDIS.value(args)
     job_id = submit(Submission(sources=args.sources, dest=DEST.value(args), redis_url=url,
                                queue=QUEUE.value(args), chunk_size=CHUNK_SIZE.value(args),
-                               job_id=JOB_ID.value(args), replace=REPLACE.value(args)))
+                               job_id=JOB_ID.value(args), replace=REPLACE.value(args),
+                               incremental=INCREMENTAL.value(args), model_id=MODEL_ID.value(args)))
     code = 0
     if WAIT.value(args):
         job = wait(url, job_id, progress=PROGRESS.value(args))
-        print(f"job {job_id} {job['state']}: {job['done']} images, {job['errors']} errors, "
+        skipped = f", {job['skipped']} skipped" if job.get("incremental") else ""
+        print(f"job {job_id} {job['state']}: {job['done']} images, {job['errors']} errors{skipped}, "
               f"{job['seconds']:.1f} s, {job['images_per_second']} images/s", file=sys.stderr)
         code = 0 if job["state"] == "done" else 1
     print(job_id, flush=True)
@@ -176,6 +214,21 @@ def _submit(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from producer.status import status
 
+    from ..errors import ConfigError
+    from .schedule import LIMIT, STATUS_SCHEDULE
+
+    schedule_file = STATUS_SCHEDULE.value(args)
+    if schedule_file:
+        if args.job_id or WATCH.value(args):
+            raise ConfigError("status: give a JOB_ID or --schedule FILE, not both (--watch needs a JOB_ID)")
+        from producer.schedule_status import schedule_status
+
+        from ..schedule import load_schedule
+
+        return schedule_status(REDIS.value(args), load_schedule(schedule_file), as_json=JSON.value(args),
+                               limit=LIMIT.value(args))
+    if not args.job_id:
+        raise ConfigError("status needs a JOB_ID (or --schedule FILE for a schedule's runs)")
     job = status(REDIS.value(args), args.job_id, as_json=JSON.value(args),
                  watch=WATCH.value(args))
     return 0 if job["state"] in ("queued", "running", "done") else 1
@@ -185,6 +238,14 @@ def _cancel(args: argparse.Namespace) -> int:
     from producer.status import cancel
 
     return cancel(REDIS.value(args), args.job_id, reason=REASON.value(args))
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from producer.snapshot import snapshot
+    from producer.submit import normalise_dest
+
+    snapshot(normalise_dest(args.dest), RESULTS_OUT.value(args), model=SNAPSHOT_MODEL.value(args))
+    return 0
 
 
 def _results(args: argparse.Namespace) -> int:

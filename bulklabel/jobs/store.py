@@ -92,7 +92,8 @@ class JobStore:
         return ConfigError(f"job {job_id!r} already exists: pick another --job-id "
                            f"(or look at it with: bulklabel status {job_id})")
 
-    def create(self, job_id: str, dest: str, queue: str, sources: list[str]) -> None:
+    def create(self, job_id: str, dest: str, queue: str, sources: list[str], **extra: str) -> None:
+        """Record a new job (``extra``: more fields of its hash, e.g. ``diffed_model``)."""
         now = repr(time.time())
         key = keys.job(job_id)
         if not self.r.hsetnx(key, "job_id", job_id):
@@ -102,13 +103,17 @@ class JobStore:
             "state": "queued", "dest": dest, "queue": queue, "submitted_at": now, "progress_at": now,
             "listing": "1", "total": 0, "done": 0, "errors": 0,
             "chunks_enqueued": 0, "chunks_total": 0, "chunks_done": 0,
-            "sources": " ".join(sources)[:2000],
+            "sources": " ".join(sources)[:2000], **extra,
         })
         pipe.expire(key, MAX_AGE_SECONDS)  # a job nobody ends still goes away
         pipe.set(keys.lister(job_id), "1", ex=LISTER_SECONDS)
         pipe.zadd(keys.JOBS, {job_id: float(now)})
         pipe.zremrangebyscore(keys.JOBS, "-inf", float(now) - MAX_AGE_SECONDS)  # forget expired jobs
         pipe.execute()
+
+    def set_skipped(self, job_id: str, skipped: int) -> None:
+        """How many listed sources an incremental job skipped so far (already labeled)."""
+        self.r.hset(keys.job(job_id), "skipped", skipped)
 
     def add_chunk(self, job_id: str, chunk: int, images: int) -> str:
         """Count chunk ``chunk`` (numbered from 0) about to be enqueued, once however often

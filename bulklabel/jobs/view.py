@@ -18,7 +18,8 @@ def job_view(raw: dict[str, str], models=(), workers=()) -> dict[str, Any]:
 
     job: dict[str, Any] = {
         "job_id": raw.get("job_id"), "state": raw.get("state"),
-        "total": num("total"), "done": num("done"), "errors": num("errors"),
+        "total": num("total"), "done": num("done"), "errors": num("errors"), "skipped": num("skipped") or 0,
+        "incremental": raw.get("diffed_model") is not None, "diffed_model": raw.get("diffed_model") or None,
         "listing_complete": raw.get("listing") == "0",
         "chunks_total": num("chunks_total") if raw.get("listing") == "0" else None,
         "chunks_enqueued": num("chunks_enqueued"), "chunks_done": num("chunks_done"),
@@ -41,7 +42,7 @@ def job_view(raw: dict[str, str], models=(), workers=()) -> dict[str, Any]:
 
 def success_summary(job: dict[str, Any]) -> dict[str, Any]:
     """What ``DEST/<job_id>/_SUCCESS`` holds."""
-    fields = ("job_id", "state", "total", "done", "errors", "chunks_total", "models", "workers",
+    fields = ("job_id", "state", "total", "done", "errors", "skipped", "chunks_total", "models", "workers",
               "queue", "submitted_at", "started_at", "finished_at", "seconds", "images_per_second")
     return {k: job.get(k) for k in fields}
 

@@ -35,6 +35,16 @@ WAIT = Option(
     ("--wait",), switch=True, default=False, parse=settings.boolean, env=None,
     help="show progress (done/total, errors, images/s, ETA) until the job ends; exit 1 if it failed")
 
+INCREMENTAL = Option(
+    ("--incremental",), switch=True, default=False, parse=settings.boolean, env=None,
+    help="label only what is new: skip every source this model already labeled into DEST with the same "
+         "content (local files: size and mtime; S3: ETag and size, from the listing). The index of what "
+         "is labeled lives in DEST/_index/ (built from the results; survives a Redis flush)")
+MODEL_ID = Option(
+    ("--model-id",), metavar="ID", env=None,
+    help="with --incremental: the model id to skip for (as 'status' shows it, e.g. flowers@1a2b3c4d5e6f). "
+         "Default: the model the live workers of the queue serve, else the one that last labeled DEST")
+
 JSON = Option(("--json",), switch=True, default=False, parse=settings.boolean, env=None,
               help="print one JSON object instead of text")
 PROGRESS = Option(

@@ -4,6 +4,8 @@ A ``Storage`` is rooted at a location (a local folder or ``s3://bucket/prefix``)
 addresses objects by keys relative to that root. Keys never escape the root: ``..``
 segments, absolute keys and empty segments are refused (``safe_key``). Writes are atomic:
 an object appears whole under its key or not at all, and writing a key again replaces it.
+``list`` yields keys by prefix, ``children`` the names of a folder's immediate sub-folders,
+and ``delete`` removes one object (a missing one is not an error).
 
 ``SourceReader`` reads an image given its absolute location (a path, a ``file://`` URI —
 how a path that is not valid UTF-8 is written, see ``bulklabel.names`` — or an ``s3://``
@@ -28,6 +30,10 @@ class Storage(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[str]: ...
 
+    def children(self, prefix: str = "") -> Iterator[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
     def url(self, key: str) -> str: ...
 
 
@@ -44,6 +50,13 @@ def safe_key(key: str) -> str:
             f"refusing a storage key that is absolute, empty or leaves its root. Received: {key!r}"
         )
     return norm
+
+
+def folder_prefix(prefix: str) -> str:
+    """A folder named by ``prefix`` (``""`` for the root; a trailing ``/`` optional) as a key
+    prefix ending in ``/``, or ``""`` for the root; checked like any key."""
+    prefix = prefix.replace("\\", "/").rstrip("/")
+    return safe_key(prefix) + "/" if prefix else ""
 
 
 def too_large(size: int, limit: int, what: str) -> str:
@@ -103,11 +116,12 @@ def open_reader(io_threads: int = 0, max_bytes: int = DEFAULT_MAX_BYTES) -> AnyR
     return AnyReader(io_threads, max_bytes)
 
 
-def s3_lister():
-    """The lister for ``s3://bucket/prefix`` sources (imports boto3 only when called)."""
+def s3_lister(with_fingerprints: bool = False):
+    """The lister for ``s3://bucket/prefix`` sources (imports boto3 only when called); with
+    ``with_fingerprints`` it yields (URI, fingerprint) pairs (``bulklabel.sources.iter_entries``)."""
     def list_images(uri: str):
         from .s3 import list_images as _list
 
-        return _list(uri)
+        return _list(uri, with_fingerprints)
 
     return list_images

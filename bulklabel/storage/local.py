@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from ..errors import ConfigError, ImageError
 from ..names import local_path
 from ..settings import DEFAULT_MAX_BYTES
-from . import safe_key, too_large
+from . import folder_prefix, safe_key, too_large
 
 _KINDS = ((stat.S_ISDIR, "is a folder, not an image file"),
           (stat.S_ISFIFO, "not a regular file (a FIFO)"),
@@ -143,6 +143,24 @@ class LocalStorage:
                     yield from self._list_folder(entry.path, rel + name)
             elif not name.startswith(".tmp-"):  # a write in progress
                 yield rel + name
+
+    def children(self, prefix: str = "") -> Iterator[str]:
+        """The immediate sub-folders of folder ``prefix``, sorted (symlinked folders left out,
+        as ``list`` does not follow them). Unlike S3, an empty folder is one too."""
+        base = folder_prefix(prefix)
+        try:
+            with os.scandir(self._path(base.rstrip("/")) if base else self.root) as it:
+                names = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        yield from names
+
+    def delete(self, key: str) -> None:
+        """Remove one file (its folder stays, so a concurrent write into it cannot fail)."""
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every file whose key starts with ``prefix`` (and the folders left empty)."""

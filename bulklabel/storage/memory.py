@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from typing import ClassVar
 
-from . import safe_key
+from . import folder_prefix, safe_key
 
 
 class MemoryStorage:
@@ -40,6 +40,18 @@ class MemoryStorage:
         with self._lock:
             keys = sorted(k for k in self._objects if k.startswith(prefix))
         yield from keys
+
+    def children(self, prefix: str = "") -> Iterator[str]:
+        """The immediate sub-folders of folder ``prefix``: names that some key has a ``/`` after."""
+        base = folder_prefix(prefix)
+        with self._lock:
+            names = {k[len(base):].split("/", 1)[0] for k in self._objects
+                     if k.startswith(base) and "/" in k[len(base):]}
+        yield from sorted(names)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(safe_key(key), None)
 
     def delete_prefix(self, prefix: str) -> int:
         with self._lock:

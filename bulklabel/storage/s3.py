@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from ..errors import ConfigError, ImageError
 from ..settings import DEFAULT_MAX_BYTES
 from ..sources import has_image_extension
-from . import safe_key, too_large
+from . import folder_prefix, safe_key, too_large
 
 # Reads in flight per process: ~1,000 images/s at 100-150 ms per GET needs this many (Little's law).
 DEFAULT_CONCURRENCY = 128
@@ -91,8 +91,11 @@ class S3Reader:
             raise ImageError(f"cannot read object ({code}: {exc})") from None
 
 
-def list_images(uri: str) -> Iterator[str]:
-    """Every image-extension key under ``s3://bucket/prefix``, page by page (never all at once)."""
+def list_images(uri: str, with_fingerprints: bool = False) -> Iterator[str] | Iterator[tuple[str, str | None]]:
+    """Every image-extension key under ``s3://bucket/prefix``, page by page (never all at once);
+    with ``with_fingerprints``, (URI, ``<ETag>:<size>``) pairs taken from the listing itself."""
+    from ..fingerprints import s3 as fingerprint
+
     bucket, prefix = parse_uri(uri)
     paginator = client().get_paginator("list_objects_v2")
     try:
@@ -100,7 +103,10 @@ def list_images(uri: str) -> Iterator[str]:
             for obj in page.get("Contents", ()):
                 key = obj["Key"]
                 if has_image_extension(key) and not key.endswith("/"):
-                    yield f"s3://{bucket}/{key}"
+                    if with_fingerprints:
+                        yield f"s3://{bucket}/{key}", fingerprint(obj.get("ETag"), obj.get("Size"))
+                    else:
+                        yield f"s3://{bucket}/{key}"
     except Exception as exc:
         from ..errors import SourceError
 
@@ -109,6 +115,8 @@ def list_images(uri: str) -> Iterator[str]:
 
 class S3Storage:
     """Objects under ``s3://bucket/prefix``; keys can never leave the prefix."""
+
+    page_size = 1000  # entries per listing request (S3's most)
 
     def __init__(self, url: str):
         self.bucket, prefix = parse_uri(url)
@@ -146,6 +154,21 @@ class S3Storage:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
             for obj in page.get("Contents", ()):
                 yield obj["Key"][len(base):]
+
+    def children(self, prefix: str = "") -> Iterator[str]:
+        """The immediate sub-folders of folder ``prefix`` (common prefixes at the next ``/``), page by page."""
+        base = (f"{self.prefix}/" if self.prefix else "") + folder_prefix(prefix)
+        paginator = client().get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/",
+                                   PaginationConfig={"PageSize": self.page_size})
+        for page in pages:
+            for common in page.get("CommonPrefixes", ()):
+                name = common["Prefix"][len(base):].rstrip("/")
+                if name and name not in (".", ".."):  # "a//b" or "a/../b" cannot be addressed as keys
+                    yield name
+
+    def delete(self, key: str) -> None:
+        client().delete_object(Bucket=self.bucket, Key=self._key(key))  # a missing key is no error in S3
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with ``prefix``; returns how many."""

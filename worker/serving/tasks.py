@@ -11,8 +11,8 @@ moved to the dead-letter list). Per delivery of chunk ``c`` of job ``j``:
    error records instead of another try;
 3. run the engine over the chunk (every image ends with one record);
 4. write ``DEST/j/part-<c>.jsonl`` atomically (a re-run replaces it);
-5. count the chunk once (``complete_chunk``) and, if that finished the job, write
-   ``DEST/j/_SUCCESS``.
+5. count the chunk once (``complete_chunk``) and, if that finished the job, add its labels
+   to the index of incremental jobs (``DEST/_index/``) and write ``DEST/j/_SUCCESS``.
 
 Every failure ends somewhere: storage or Redis errors in 4-5 are retried with backoff inside
 the task (``retry_for``), then the chunk is delivered again later (``RetryLater``: Celery
@@ -33,7 +33,8 @@ from typing import Any
 
 from bulklabel import records
 from bulklabel.chunks import TASK_NAME, ChunkMessage, MessageError, success_key
-from bulklabel.jobs import JobNotFound, JobStore, write_success
+from bulklabel.completion import finish_job
+from bulklabel.jobs import JobNotFound, JobStore
 from bulklabel.sinks import jsonl_bytes
 from bulklabel.storage import Storage, open_storage
 
@@ -112,7 +113,7 @@ def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
     """Returns what happened: 'labeled', 'errors' (the engine failed on every delivery: error
     records), 'abandoned', 'duplicate', 'dropped', 'refused' or 'failed' (the job). Raises
     ``RetryLater`` when a later delivery may succeed."""
-    job_id, chunk, sources = message.job_id, message.chunk, message.sources
+    job_id, chunk = message.job_id, message.chunk
     refusal = guard.destination_refusal(message.dest, ctx.allow_dest)
     if refusal:
         log.error("job %s chunk %s refused: %s", job_id, chunk, refusal)
@@ -139,11 +140,11 @@ def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
         reason = (f"chunk abandoned after {delivery.number - 1} deliveries: the workers labeling it died "
                   "(an input may crash the decoder or exhaust memory)")
         log.error("job %s chunk %s: %s", job_id, chunk, reason)
-        shard, images, errors = _failure_shard(ctx, sources, reason)
+        shard, images, errors = _failure_shard(ctx, message, reason)
         outcome = "abandoned"
     else:
         try:
-            shard, images, errors = _label(ctx, sources)
+            shard, images, errors = _label(ctx, message)
             outcome = "labeled"
         except Exception as exc:
             what = f"labeling failed ({type(exc).__name__}: {exc})"
@@ -151,7 +152,7 @@ def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
             if not last:
                 raise RetryLater(what, ctx.retry_pause * delivery.number) from exc
             shard, images, errors = _failure_shard(
-                ctx, sources, f"{what} on each of {delivery.number} deliveries of its chunk")
+                ctx, message, f"{what} on each of {delivery.number} deliveries of its chunk")
             outcome = "errors"
 
     try:
@@ -175,17 +176,27 @@ def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
     return outcome
 
 
-def _label(ctx: WorkerContext, sources) -> tuple[bytes, int, int]:
+def _label(ctx: WorkerContext, message: ChunkMessage) -> tuple[bytes, int, int]:
     out: list[dict] = []
-    ctx.engine.run(sources, out.extend)
-    if len(out) != len(sources):
-        raise RuntimeError(f"the engine returned {len(out)} records for {len(sources)} images")
-    return jsonl_bytes(out), len(out), sum(1 for r in out if r["error"])
+    ctx.engine.run(message.sources, out.extend)
+    if len(out) != len(message.sources):
+        raise RuntimeError(f"the engine returned {len(out)} records for {len(message.sources)} images")
+    return _shard(out, message), len(out), sum(1 for r in out if r["error"])
 
 
-def _failure_shard(ctx: WorkerContext, sources, reason: str) -> tuple[bytes, int, int]:
-    out = [records.failure(s, ctx.model_id, reason) for s in sources]
-    return jsonl_bytes(out), len(out), len(out)
+def _failure_shard(ctx: WorkerContext, message: ChunkMessage, reason: str) -> tuple[bytes, int, int]:
+    out = [records.failure(s, ctx.model_id, reason) for s in message.sources]
+    return _shard(out, message), len(out), len(out)
+
+
+def _shard(out: list[dict], message: ChunkMessage) -> bytes:
+    """The shard's bytes; each record carries its source's fingerprint when the message has
+    them (the label index of incremental jobs is built from these)."""
+    if message.fingerprints is not None:
+        prints = dict(zip(message.sources, message.fingerprints))
+        for record in out:
+            record["fingerprint"] = prints.get(record["source"])
+    return jsonl_bytes(out)
 
 
 def _ensure_success(ctx: WorkerContext, storage: Storage, job_id: str, number: int, last: bool,
@@ -195,7 +206,7 @@ def _ensure_success(ctx: WorkerContext, storage: Storage, job_id: str, number: i
     try:
         if check_first and storage.exists(success_key(job_id)):
             return
-        summary = _retrying(lambda: write_success(ctx.jobs, storage, job_id), "writing _SUCCESS", ctx.retry_for)
+        summary = _retrying(lambda: finish_job(ctx.jobs, storage, job_id), "writing _SUCCESS", ctx.retry_for)
     except JobNotFound:
         return
     except Exception as exc:
