@@ -289,6 +289,26 @@ def targets(res: dict) -> list[dict]:
         p = res["producer"]
         add(f"enqueue {p['keys']} keys: seconds", p["seconds"], "< 30", p["seconds"] < 30)
         add(f"enqueue {p['keys']} keys: Redis MiB", p["redis_mib"], "< 300", p["redis_mib"] < 300)
+    if "control_plane" in res:
+        c = res["control_plane"]
+        s, size = c["summary"], c["default_chunk_size"]
+        g = s["gpus_at_default_chunk"]
+        add(f"GPUs (3,000 images/s) one Redis can feed at the default chunk size ({size})", g, ">= 500",
+            g is not None and g >= 500)
+        real = s["gpus_at_default_chunk_real"]
+        rows.append({"target": "same, from the real path with Redis nearly idle (an upper bound on its cost)",
+                     "value": real, "goal": "(bound)", "met": None})
+        once = all(r["checks"]["delivered_once"] and r["checks"]["acked"] and r["checks"]["errors"] == 0
+                   and r["checks"]["shards"] == r["chunks"] for r in c["runs"])
+        add("control plane: every chunk delivered, labeled, counted and acknowledged once", 1.0 if once else 0.0,
+            "= 1", once)
+    if "gpu" in res:
+        g = res["gpu"]
+        if "skipped" in g:
+            rows.append({"target": "GPU: classify / bound", "value": None, "goal": f"skipped: {g['skipped']}",
+                         "met": None})
+        for model, s in g.get("summary", {}).items():
+            add(f"GPU {model}: classify (JPEG) / bound, best of each", s["ratio"], ">= 0.9", s["ratio"] >= 0.9)
     return rows
 
 
@@ -317,7 +337,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny corpus, one round: checks the suite runs")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="MobileNetV2,Xception")
-    ap.add_argument("--only", default="standard,phone,distributed,scaling,memory,incremental,diff,producer",
+    ap.add_argument("--only", default="standard,phone,distributed,scaling,memory,incremental,diff,producer,"
+                                      "decode,control-plane,gpu",
                     help="comma-separated sections to run")
     ap.add_argument("--redis", default=os.environ.get("BULKLABEL_REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--corpus-root", default=corpus.DEFAULT_ROOT)
@@ -361,6 +382,27 @@ def main() -> None:
             res["diff"] = run_diff_bench(20_000 if quick else 1_000_000, 0.01)
         if "producer" in sections:
             res["producer"] = producer(2000 if quick else 1_000_000, args.redis, work)
+        if "decode" in sections:
+            from bench import decode
+
+            res["decode"] = decode.measure(args.corpus_root, n_std, n_phone)
+        if "control-plane" in sections:  # its own Redis; the model is a fixed-cost stand-in (bench.standin)
+            from bench import control_plane
+            from bulklabel.settings import DEFAULT_CHUNK_SIZE
+
+            if quick:
+                res["control_plane"] = control_plane.measure(
+                    [1], 1024, [64, DEFAULT_CHUNK_SIZE], idle_seconds=1.0, replay_clients=(2,), replay_seconds=1.0,
+                    replay_sizes=[DEFAULT_CHUNK_SIZE])
+            else:
+                res["control_plane"] = control_plane.measure(
+                    [1, 2], 262_144, sorted({256, 1024, 2048, 4096, DEFAULT_CHUNK_SIZE}), rounds=2)
+        if "gpu" in sections:  # "skipped: no GPU" on a host without one
+            from bench import gpu
+
+            res["gpu"] = gpu.measure(["ResNet50"], [64, 128, 256], 2000 if quick else 12_000, args.corpus_root)
+            if "skipped" not in res["gpu"]:
+                res["gpu"]["summary"] = gpu.summary(res["gpu"])
         res["targets"] = targets(res)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -23,7 +23,10 @@ PREPROCESS_MODES = ("none", "rescale", "tf", "caffe", "torch")
 DEFAULT_MAX_PIXELS = 90_000_000
 DEFAULT_MAX_BYTES = 256 * 1024**2
 DEFAULT_TOP_K = 5
-DEFAULT_CHUNK_SIZE = 256
+# Images per chunk (task): a few seconds of a GPU's work. Each chunk costs Redis a fixed ~40
+# commands, so the chunk size sets how many GPUs one Redis feeds (docs/benchmarks.md, "The
+# control-plane limit"); smaller chunks spread a small job over more workers.
+DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "bulklabel"
 # Seconds a delivered chunk may stay unacknowledged before Redis hands it to another

@@ -22,7 +22,7 @@ from bulklabel.completion import finish_job
 from bulklabel.errors import BulkLabelError, ConfigError
 from bulklabel.index import INDEX_DIR
 from bulklabel.jobs import check_job_id, new_job_id, open_store
-from bulklabel.queue import make_app
+from bulklabel.queue import chunk_repr, make_app
 from bulklabel.settings import DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE, visibility_timeout
 from bulklabel.sources import check_sources, iter_entries
 from bulklabel.storage import open_storage, s3_lister
@@ -228,8 +228,9 @@ def submit(sub: Submission) -> str:
                 message = ChunkMessage(job_id, number, tuple(s for s, _ in chunk), dest,
                                        fingerprints=tuple(f for _, f in chunk))
                 with signals_deferred(*STOP_SIGNALS):  # what was sent and what is counted agree
-                    app.send_task(TASK_NAME, kwargs=message.to_json(), queue=sub.queue, producer=producer,
-                                  retry=True, retry_policy=PUBLISH_RETRY)
+                    fields = message.to_json()  # events and Flower show chunk_repr: no image path
+                    app.send_task(TASK_NAME, kwargs=fields, argsrepr="()", kwargsrepr=chunk_repr(fields),
+                                  queue=sub.queue, producer=producer, retry=True, retry_policy=PUBLISH_RETRY)
                     images, chunks = images + len(chunk), chunks + 1
                 if plan:
                     jobs.set_skipped(job_id, plan.skipper.skipped)

@@ -215,15 +215,18 @@ def broker(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def main_worker(broker, color_model, s3_server, tmp_path_factory):
-    """One warm CPU worker serving the colour model on queue 'main' (shared by every test module)."""
+    """One warm CPU worker serving the colour model on queue 'main' (shared by every test module),
+    with Prometheus metrics on ``worker.metrics_port`` and JSON log lines."""
     log = tmp_path_factory.mktemp("logs") / "main-worker.log"
     from services import Worker
 
     bucket = s3_server.new_bucket()  # the one bucket it may write to (with the test folders)
     allowed = f"{tmp_path_factory.getbasetemp()},s3://{bucket}"
-    worker = Worker(log, color_model.keras_path, "main", broker.url,
-                    env={**s3_server.env, "BULKLABEL_ALLOW_DEST": allowed})
+    port = free_port()
+    worker = Worker(log, color_model.keras_path, "main", broker.url, "--metrics-port", str(port),
+                    "--log-format", "json", env={**s3_server.env, "BULKLABEL_ALLOW_DEST": allowed})
     worker.bucket = bucket
+    worker.metrics_port = port
     worker.wait_ready()
     yield worker
     worker.stop()
@@ -266,3 +269,89 @@ def make_images(folder: Path, n: int, seed: int = 0, size=(60, 80)) -> dict[str,
         path.write_bytes(encoded(color_photo(name, rng, size)))
         truth[str(path)] = name
     return truth
+
+
+# --- Flower: the real monitoring UI, watching the session broker's events -------------------
+
+
+class FlowerServer:
+    """``celery flower`` on a free loopback port: basic auth, the broker URL and the password in
+    its environment (never its command line), no periodic ``enable_events`` broadcast (workers
+    send events on their own; their remote control is off)."""
+
+    def __init__(self, broker_url: str, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.auth = ("flower-test", "flower-secret-never-logged")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "CELERY_"))}
+        env.update(CELERY_BROKER_URL=broker_url, FLOWER_BASIC_AUTH=":".join(self.auth))
+        self._log = open(log, "ab")
+        self.log_path = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "flower", f"--port={self.port}", "--address=127.0.0.1",
+             "--enable_events=false", "--read_only"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def request(self, path: str, auth: tuple[str, str] | None = None, timeout: float = 10):
+        """(status, body): the body parsed as JSON when it is JSON."""
+        import base64
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path)
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw, kind = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            status, raw, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+        text = raw.decode(errors="replace")
+        return status, json.loads(text) if kind.startswith("application/json") else text
+
+    def get(self, path: str):
+        """An authenticated GET that must succeed: its JSON."""
+        status, body = self.request(path, self.auth)
+        assert status == 200, f"GET {path}: {status} {body}"
+        return body
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, f"flower exited:\n{self.log()}"
+            try:
+                if self.request("/healthcheck", timeout=2) == (200, "OK"):
+                    return
+            except OSError:  # not listening yet (URLError is an OSError)
+                pass
+            assert time.monotonic() < deadline, f"flower not answering after {timeout} s:\n{self.log()}"
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def flower(broker, tmp_path_factory):
+    """One real Flower for the session, on ``broker``; it sees only events sent after it started."""
+    server = FlowerServer(broker.url, tmp_path_factory.mktemp("flower") / "flower.log")
+    try:
+        server.wait_ready()
+        for auth in (None, (server.auth[0], "wrong")):
+            status, _ = server.request("/api/workers", auth)
+            assert status == 401, f"Flower answered {status} without the right password"
+        yield server
+    finally:
+        server.stop()

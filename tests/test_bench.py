@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from bulklabel.settings import DEFAULT_CHUNK_SIZE
+
 from conftest import ROOT
 from services import RedisServer
 
@@ -48,5 +50,23 @@ def test_benchmark_runs_on_a_tiny_corpus(tmp_path):
     names = {row["target"] for row in res["targets"]}
     assert "standard MobileNetV2: classify / bound" in names and "distributed steady state / bound" in names
     assert "incremental re-run labels exactly the new files" in names
+    # the control plane: a stand-in model, the real worker path, its own Redis
+    cp = res["control_plane"]
+    assert cp["model"].startswith("fixed-cost stand-in") and cp["default_chunk_size"] == DEFAULT_CHUNK_SIZE
+    assert {r["chunk_size"] for r in cp["runs"]} == {64, DEFAULT_CHUNK_SIZE}
+    for run in cp["runs"]:
+        assert run["images"] == 1024 and run["checks"]["errors"] == 0 and run["checks"]["shards"] == run["chunks"]
+        assert run["checks"]["delivered_once"] and run["checks"]["acked"]
+        assert run["commands_per_chunk"] > 10 and run["redis_cpu_ms_per_chunk_raw"] > 0
+        assert run["client_side_ms"]["start_chunk"]["n"] == run["chunks"] == run["add_chunk_ms"]["n"]
+    assert cp["timing_pass"]["server_side"]["complete_chunk"]["n"] >= 1
+    (replay,) = cp["replay"]
+    assert replay["chunks"] > 0 and replay["chunk_size"] == DEFAULT_CHUNK_SIZE
+    assert cp["summary"]["gpus_at_default_chunk"] > 0
+    assert f"GPUs (3,000 images/s) one Redis can feed at the default chunk size ({DEFAULT_CHUNK_SIZE})" in names
+    assert "control plane: every chunk delivered, labeled, counted and acknowledged once" in names
+    # decode costs of this machine; the GPU section skips itself without a GPU
+    assert res["decode"]["kinds"]["jpeg"]["224"]["ms_mean"] > 0 and res["decode"]["kinds"]["jpeg_12mp"]["images"] == 2
+    assert res["gpu"] == {"skipped": "no GPU"} or res["gpu"]["bound"]
     table = (tmp_path / "summary.md").read_text()
     assert "| bulklabel |" in table and "| target | measured | goal | met |" in table

@@ -28,6 +28,7 @@ from bulklabel.schedule import history, load_schedule, runner, slots
 from bulklabel.schedule.config import MAX_NAME, parse_schedule
 from bulklabel.schedule.lease import Lease, holder
 from bulklabel.schedule.runner import run_command
+from bulklabel.settings import DEFAULT_CHUNK_SIZE
 from producer.schedule_status import schedule_status
 
 from conftest import color_photo, encoded, run_cli
@@ -156,8 +157,8 @@ def test_a_schedule_file_gets_its_defaults_and_paths_from_its_folder(tmp_path):
     job = schedule.jobs["photos-nightly"]
     assert job.sources == (str(tmp_path / "incoming"), "s3://photos/raw/", f"@{tmp_path / 'list.txt'}")
     assert job.dest == str(tmp_path / "labels") and job.cron == "0 2 * * *"
-    assert (job.queue, job.incremental, job.catchup, job.chunk_size, job.model_id) == ("bulklabel", True, True, 256,
-                                                                                       None)
+    assert (job.queue, job.incremental, job.catchup, job.chunk_size, job.model_id) == (
+        "bulklabel", True, True, DEFAULT_CHUNK_SIZE, None)
     full = schedule.jobs["full"]
     assert (full.queue, full.incremental, full.catchup, full.chunk_size, full.model_id) == ("gpu", False, False, 50,
                                                                                             "m-1")

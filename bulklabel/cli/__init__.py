@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     distributed.add_cancel(sub)
     distributed.add_results(sub)
     distributed.add_snapshot(sub)
+    distributed.add_exporter(sub)
     schedule.add_scheduler(sub)
     schedule.add_run_scheduled(sub)
     local.add_train(sub)

@@ -1,4 +1,4 @@
-"""Commands of the distributed mode: worker, submit, status, cancel, results."""
+"""Commands of the distributed mode: worker, submit, status, cancel, results, snapshot, exporter."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ from ..options.distributed import (
     ALLOW_DEST,
     CHUNK_SIZE,
     DEST,
+    EXPORTER_PORT,
+    EXPORTER_QUEUES,
+    GPU_RATE,
     GPUS,
     INCREMENTAL,
     JOB_ID,
     JSON,
+    LOG_FORMAT,
+    METRICS_PORT,
     MODEL_ID,
+    PLAN,
     PROGRESS,
     QUEUE,
     REDIS,
@@ -37,11 +43,40 @@ stops at once. A chunk whose worker dies is handed to another worker once the vi
 timeout passes (BULKLABEL_VISIBILITY_TIMEOUT, seconds, default 3600: keep it above your
 slowest chunk); a chunk that kills BULKLABEL_MAX_DELIVERIES (3) workers gets error records.
 
+Monitoring: --metrics-port PORT serves Prometheus metrics at http://HOST:PORT/metrics, one
+port per process counting up from PORT (the process on the i-th GPU listed gets PORT+i):
+bulklabel_images_total{outcome}, bulklabel_chunks_total{outcome}, bulklabel_chunk_seconds,
+bulklabel_stage_seconds_total{stage}, bulklabel_model_load_seconds,
+bulklabel_last_chunk_timestamp_seconds and bulklabel_worker_info. A port already in use stops
+the worker at start (exit 2). Queue depth comes from 'bulklabel exporter'. --log-format json
+writes one JSON object per log line (time, level, logger, message; worker, job_id and chunk
+while a chunk is labeled).
+
 examples:
   bulklabel worker --model flowers.keras                       # every GPU here, or the CPU
   bulklabel worker --model keras:Xception --gpus 0,1 --queue xception
   bulklabel worker --model m.keras --gpus none --threads 1     # a CPU worker sharing a host
   BULKLABEL_REDIS_URL=rediss://:secret@redis.internal:6380/0 bulklabel worker --model m.keras
+  bulklabel worker --model m.keras --gpus 0,1 --metrics-port 9200 --log-format json  # 9200, 9201
+  bulklabel worker --plan --gpu-rate 5000     # CPU cores per GPU that keep a 5,000 images/s GPU fed
+"""
+
+EXPORTER_HELP = """\
+Serve queue metrics for Prometheus, read from Redis on each scrape (run one per Redis):
+
+  bulklabel_queue_messages{queue}            chunks waiting on the queue
+  bulklabel_queue_unacked_messages{queue}    chunks delivered to a worker, not acknowledged yet
+  bulklabel_workers{queue}                   live worker processes on the queue
+  bulklabel_dead_letters{queue}              messages moved aside (bulklabel:dead:<queue>)
+  bulklabel_exporter_redis_up                0 while Redis cannot be read
+
+Each scrape costs a SCAN of the worker heartbeats, five LLEN per queue and an HSCAN of
+kombu's 'unacked' hash (one entry per chunk in flight; at most 10,000 read). Worker
+throughput comes from each worker's own --metrics-port.
+
+examples:
+  bulklabel exporter --port 9300                              # the queues live workers serve
+  bulklabel exporter --port 9300 --queue xception --queue flowers --log-format json
 """
 
 
@@ -127,7 +162,19 @@ def add_worker(sub) -> None:
     add_options(p, EngineOptions, title="engine")
     add_options(p, RuntimeOptions, title="TensorFlow")
     add_options(p, GPUS, QUEUE, REDIS, ALLOW_DEST, title="worker")
+    add_options(p, METRICS_PORT, LOG_FORMAT, title="monitoring")
+    add_options(p, PLAN, GPU_RATE, title="GPU node plan")
+    for action in p._actions:  # --plan needs no model: _worker asks for one otherwise
+        if action.dest == MODEL.dest:
+            action.required = False
     p.set_defaults(run=_worker)
+
+
+def add_exporter(sub) -> None:
+    p = sub.add_parser("exporter", help="serve queue depth and workers per queue for Prometheus",
+                       description=EXPORTER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p, EXPORTER_PORT, EXPORTER_QUEUES, REDIS, LOG_FORMAT)
+    p.set_defaults(run=_exporter)
 
 
 def add_submit(sub) -> None:
@@ -182,13 +229,37 @@ def _worker(args: argparse.Namespace) -> int:
     from worker.serving.process import WorkerConfig
     from worker.serving.supervisor import Supervisor, detect_gpus
 
+    if PLAN.value(args):
+        return _plan(args, detect_gpus(GPUS.value(args)))
+    if not MODEL.value(args):
+        from ..errors import ConfigError
+
+        raise ConfigError("worker needs --model MODEL (or BULKLABEL_MODEL); only --plan runs without one")
     config = WorkerConfig(
         model=MODEL.value(args), queue=QUEUE.value(args), redis_url=REDIS.value(args),
         visibility_timeout=settings.visibility_timeout(), max_deliveries=settings.max_deliveries(),
         model_options=from_args(ModelOptions, args), engine=from_args(EngineOptions, args),
         runtime=from_args(RuntimeOptions, args), allow_dest=ALLOW_DEST.value(args),
+        metrics_port=METRICS_PORT.value(args), log_format=LOG_FORMAT.value(args) or "text",
     )
     return Supervisor(config, detect_gpus(GPUS.value(args))).run()
+
+
+def _plan(args: argparse.Namespace, devices: list[str]) -> int:
+    """Print the GPU node plan for this host (its usable cores, the GPU processes --gpus gives)."""
+    from worker.inference.engine import usable_cores
+    from worker.serving.plan import plan, render
+
+    gpus = len([d for d in devices if d != "cpu"])
+    print(render(plan(GPU_RATE.value(args), cores=usable_cores() if gpus else None, gpus=gpus or None)), end="")
+    return 0
+
+
+def _exporter(args: argparse.Namespace) -> int:
+    from producer.exporter import serve
+
+    return serve(REDIS.value(args), EXPORTER_PORT.value(args), EXPORTER_QUEUES.value(args),
+                 log_format=LOG_FORMAT.value(args) or "text")
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ the schedule file (TOML). One table per job:
   queue = "photos"                      # default bulklabel
   incremental = true                    # skip what DEST already labeled (default true)
   catchup = true                        # after downtime, run the newest missed slot once (default true)
-  chunk_size = 256                      # optional
+  chunk_size = 1024                     # optional (default 4096)
   model_id = "..."                      # optional: the model incremental diffs against
 """
 

@@ -17,13 +17,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from bulklabel import keys
+from bulklabel import __version__, keys, logs
 from bulklabel.heartbeat import KeyHeartbeat
 from bulklabel.options import EngineOptions, ModelOptions, RuntimeOptions
 from bulklabel.settings import redact_url
 
 log = logging.getLogger("bulklabel.worker")
 HEARTBEAT_SECONDS = 10
+EVENT_HEARTBEAT_SECONDS = 5  # worker-heartbeat events (Flower: offline after two missed)
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,14 @@ class WorkerConfig:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     device: str = "cpu"                 # 'cpu' or the GPU this process is pinned to
     allow_dest: tuple[str, ...] = ()    # destinations chunks may write under (none: any)
+    metrics_port: int | None = None     # serve Prometheus metrics here (none: no metrics)
+    log_format: str = "text"            # 'text' or 'json' (bulklabel.logs)
 
-    def on(self, device: str) -> WorkerConfig:
-        return replace(self, device=device)
+    def on(self, device: str, index: int = 0) -> WorkerConfig:
+        """This configuration for the ``index``-th process, pinned to ``device``: its metrics
+        port is ``metrics_port + index``."""
+        port = self.metrics_port + index if self.metrics_port else None
+        return replace(self, device=device, metrics_port=port)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -62,28 +68,37 @@ def worker_name(config: WorkerConfig) -> str:
 
 def serve(config: WorkerConfig) -> int:
     from bulklabel.jobs import JobStore, connect
-    from bulklabel.queue import make_app
+    from bulklabel.queue import EventHeartbeat, make_app, task_events
 
     from ..inference.engine import open_engine
     from ..inference.models import load_model
     from . import guard
+    from .metrics import WorkerMetrics
     from .tasks import WorkerContext, register, retry_times
 
+    events = task_events()  # BULKLABEL_TASK_EVENTS: a bad value fails before the model loads
     name = worker_name(config)
+    logs.bind(worker=name, device=config.device)
+    metrics = WorkerMetrics()
+    if config.metrics_port:  # before the model: a port in use fails at once (exit 2)
+        metrics.serve(config.metrics_port)
+        log.info("metrics on port %d (/metrics)", config.metrics_port)
     t = time.perf_counter()
     model = load_model(config.model, config.model_options)
     engine = open_engine(model, config.engine)
     engine.warmup()
     for note in model.warnings:
         log.warning("note: %s", note)
+    metrics.model_load_seconds.set(time.perf_counter() - t)
+    metrics.describe(model.model_id, config.queue, config.device, __version__)
     log.info("model %s loaded and warmed up in %.1f s on %s", model.model_id, time.perf_counter() - t,
              config.device)
 
     jobs = JobStore(connect(config.redis_url, patience=config.visibility_timeout))
     ctx = WorkerContext(engine=engine, jobs=jobs, name=name, max_deliveries=config.max_deliveries,
-                        queue=config.queue, allow_dest=config.allow_dest,
+                        queue=config.queue, allow_dest=config.allow_dest, metrics=metrics,
                         **retry_times(config.visibility_timeout))
-    app = make_app(config.redis_url, config.visibility_timeout)
+    app = make_app(config.redis_url, config.visibility_timeout, task_events=events)
     guard.install(app, lambda queue, raw, reason: jobs.dead_letter(queue, raw, reason, name))
     register(app, ctx)
     info = {"queue": config.queue, "model": model.model_id, "device": config.device, "pid": os.getpid(),
@@ -92,13 +107,20 @@ def serve(config: WorkerConfig) -> int:
                         ttl=3 * HEARTBEAT_SECONDS)  # for submit and status: who serves which queue
     beat.start()
     log.info("worker %s ready: queue %r on %s", name, config.queue, redact_url(config.redis_url))
+    pulse = EventHeartbeat(app, name, every=EVENT_HEARTBEAT_SECONDS) if events else None
     worker = app.Worker(
         hostname=name, pool="solo", concurrency=1, queues=[config.queue], loglevel="INFO",
+        # no gossip or mingle (remote control is off), no event heartbeat on Celery's timer: the solo
+        # pool stalls it while a chunk runs, so ``pulse`` sends the worker-heartbeat events
         without_gossip=True, without_mingle=True, without_heartbeat=True, quiet=True,
     )
+    if pulse:
+        pulse.start()
     try:
         worker.start()
     finally:
+        if pulse:
+            pulse.stop()
         beat.stop()
     return worker.exitcode or 0
 
@@ -130,17 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _die_with_parent()
     config = read_config(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format=f"%(asctime)s [{config.device} pid {os.getpid()}] %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(config.log_format,
+               f"%(asctime)s [{config.device} pid {os.getpid()}] %(levelname)s %(name)s: %(message)s")
     try:
         from ..inference import runtime
 
         runtime.configure(config.runtime)  # this process's one runtime set-up, before the model
         return serve(config)
     except BulkLabelError as exc:
-        print(f"bulklabel: error: {exc}", file=sys.stderr)
+        if config.log_format == "json":
+            log.error("error: %s", exc)
+        else:
+            print(f"bulklabel: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 0

@@ -6,10 +6,14 @@ environment (so it is in place before TensorFlow loads), restarts a child that d
 backoff), and forwards SIGTERM/SIGINT so each child finishes its current chunk and exits.
 A child that fails on configuration (bad model, bad flag: exit 2 or 3) stops everything:
 restarting it would fail the same way.
+
+With ``--metrics-port PORT`` the ``i``-th child serves its metrics on ``PORT + i``; the
+supervisor checks that every one of those ports is free before starting anything.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -19,9 +23,12 @@ import sys
 import time
 from dataclasses import dataclass
 
+from bulklabel import logs
 from bulklabel.errors import ConfigError
 
 from .process import WorkerConfig
+
+log = logging.getLogger("bulklabel.supervisor")
 
 FATAL_EXIT_CODES = {2, 3}
 
@@ -88,7 +95,8 @@ class Supervisor:
             os.close(config_fd)
         try:
             with os.fdopen(feed, "w", encoding="utf-8") as pipe:
-                pipe.write(self.config.on(child.device).to_json())
+                index = next(i for i, c in enumerate(self.children) if c is child)
+                pipe.write(self.config.on(child.device, index).to_json())  # metrics port: PORT + index
         except BrokenPipeError:
             pass  # the child is already gone: the supervision loop sees its exit
         child.started = time.monotonic()
@@ -104,7 +112,20 @@ class Supervisor:
             if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
 
+    def _say(self, message: str, level: int = logging.WARNING) -> None:
+        """A line about the children: a log record with --log-format json, else plain text."""
+        if self.config.log_format == "json":
+            log.log(level, "%s", message)
+        else:
+            print(f"bulklabel: {message}", file=sys.stderr)
+
     def run(self) -> int:
+        if self.config.log_format == "json":
+            logs.setup("json")
+        if self.config.metrics_port:  # fail fast: before any child loads TensorFlow
+            from .metrics import check_ports
+
+            check_ports(range(self.config.metrics_port, self.config.metrics_port + len(self.children)))
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for child in self.children:
@@ -126,16 +147,16 @@ class Supervisor:
                 if self.stopping:
                     continue
                 if code in FATAL_EXIT_CODES:
-                    print(f"bulklabel: worker on {child.device} failed to start (exit {code}); "
-                          "stopping", file=sys.stderr)
+                    self._say(f"worker on {child.device} failed to start (exit {code}); stopping",
+                              logging.ERROR)
                     self.exit_code = code
                     self._on_signal(signal.SIGTERM, None)
                     continue
                 uptime = time.monotonic() - child.started
                 child.failures = 0 if uptime > 60 else child.failures + 1
                 delay = min(30.0, 2.0 ** child.failures) if child.failures else 0.5
-                print(f"bulklabel: worker on {child.device} exited with {code} after {uptime:.0f} s; "
-                      f"restarting in {delay:.0f} s", file=sys.stderr)
+                self._say(f"worker on {child.device} exited with {code} after {uptime:.0f} s; "
+                          f"restarting in {delay:.0f} s")
                 child.restart_at = time.monotonic() + delay
                 alive = True
             if not alive:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulklabel import records
+from bulklabel import logs, records
 from bulklabel.chunks import TASK_NAME, ChunkMessage, MessageError, success_key
 from bulklabel.completion import finish_job
 from bulklabel.jobs import JobNotFound, JobStore
@@ -40,6 +40,7 @@ from bulklabel.storage import Storage, open_storage
 
 from ..inference.engine import Engine
 from . import guard
+from .metrics import WorkerMetrics
 
 log = logging.getLogger("bulklabel.worker")
 
@@ -76,6 +77,7 @@ class WorkerContext:
     allow_dest: tuple[str, ...] = ()  # destinations a chunk may write under (none: any)
     retry_for: float = 120.0          # seconds to keep retrying storage/Redis within one delivery
     retry_pause: float = 10.0         # seconds before the n-th redelivery: n * retry_pause
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     _storages: dict[str, Storage] = field(default_factory=dict)
 
     @property
@@ -91,6 +93,7 @@ class WorkerContext:
 def register(app, ctx: WorkerContext):
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def classify_chunk(self, **fields) -> None:
+        t = time.perf_counter()
         try:
             message = ChunkMessage.from_json(fields)
         except MessageError as exc:
@@ -98,13 +101,20 @@ def register(app, ctx: WorkerContext):
                       fields.get("job_id"), fields.get("chunk"), exc)
             guard.keep(ctx.queue, json.dumps(fields, default=repr).encode("utf-8", "backslashreplace"),
                        f"invalid chunk message: {exc}")
+            ctx.metrics.chunk_done("invalid", time.perf_counter() - t)
             return
-        try:
-            process_chunk(ctx, message)
-        except RetryLater as exc:
-            log.warning("job %s chunk %s: %s; delivering it again in %.0f s", message.job_id, message.chunk,
-                        exc, exc.countdown)
-            raise self.retry(countdown=exc.countdown, max_retries=None) from None
+        outcome = "failed"  # unless process_chunk answers: something unforeseen escaped it
+        # Every line logged while this chunk is handled names it (--log-format json).
+        with logs.context(job_id=message.job_id, chunk=message.chunk, worker=ctx.name):
+            try:
+                outcome = process_chunk(ctx, message)
+            except RetryLater as exc:
+                outcome = "retry"
+                log.warning("job %s chunk %s: %s; delivering it again in %.0f s", message.job_id, message.chunk,
+                            exc, exc.countdown)
+                raise self.retry(countdown=exc.countdown, max_retries=None) from None
+            finally:
+                ctx.metrics.chunk_done(outcome, time.perf_counter() - t)
 
     return classify_chunk
 
@@ -169,6 +179,7 @@ def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
             raise RetryLater(what, ctx.retry_pause * delivery.number) from exc
         _fail_job(ctx, job_id, f"{what} on each of {delivery.number} deliveries")
         return "failed"
+    ctx.metrics.images_written(images, errors)
     log.info("job %s chunk %s: %d images, %d errors, %.1f s", job_id, chunk, images, errors,
              time.perf_counter() - t)
     if completed:
@@ -178,7 +189,9 @@ def process_chunk(ctx: WorkerContext, message: ChunkMessage) -> str:
 
 def _label(ctx: WorkerContext, message: ChunkMessage) -> tuple[bytes, int, int]:
     out: list[dict] = []
-    ctx.engine.run(message.sources, out.extend)
+    stats = ctx.engine.run(message.sources, out.extend)
+    if stats is not None:  # an engine stand-in may give no stats
+        ctx.metrics.stages(stats.stages)
     if len(out) != len(message.sources):
         raise RuntimeError(f"the engine returned {len(out)} records for {len(message.sources)} images")
     return _shard(out, message), len(out), sum(1 for r in out if r["error"])
