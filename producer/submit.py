@@ -118,8 +118,20 @@ class Interrupted(BulkLabelError):
         super().__init__(f"stopped by {self.signame}")
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted(signum)
+_deferral = {"active": False, "pending": None}  # the main thread's: see signals_deferred
+
+
+def _stop(signum: int):
+    """The exception a stop signal becomes: ``KeyboardInterrupt`` for SIGINT, else ``Interrupted``."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+
+def _on_stop_signal(signum, frame):
+    if _deferral["active"]:
+        if _deferral["pending"] is None:
+            _deferral["pending"] = signum  # raised when the deferred block ends
+        return
+    raise _stop(signum)
 
 
 @contextmanager
@@ -136,9 +148,10 @@ def _signals(handler, *signums: int):
 
 
 def signals_raise(*signums: int):
-    """Turn ``signums`` into ``Interrupted`` while the block runs, so the job can be marked
-    failed on the way out (SIGINT already raises KeyboardInterrupt)."""
-    return _signals(_raise_interrupted, *signums)
+    """Turn ``signums`` into exceptions while the block runs (``Interrupted``; SIGINT stays
+    ``KeyboardInterrupt``), so the job can be marked failed on the way out; inside it,
+    ``signals_deferred`` holds them back."""
+    return _signals(_on_stop_signal, *signums)
 
 
 def signals_ignored(*signums: int):
@@ -146,23 +159,19 @@ def signals_ignored(*signums: int):
 
 
 @contextmanager
-def signals_deferred(*signums: int):
-    """Hold ``signums`` back while the block runs; the first one that came is raised again when
-    it ends. Python runs signal handlers in the main thread whichever thread the kernel
-    picked (a library's thread may not block them, so ``pthread_sigmask`` is not enough):
-    the handlers installed here only take note."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {signum: signal.signal(signum, lambda n, frame: pending.append(n)) for signum in signums}
+def signals_deferred():
+    """Inside ``signals_raise``: a stop signal that comes while the block runs is raised
+    when it ends. Python runs signal handlers in the main thread whichever thread the
+    kernel picked (a library's thread may not block them, so ``pthread_sigmask`` is not
+    enough); the one handler only takes note while this is active, nothing is swapped."""
+    _deferral["active"], _deferral["pending"] = True, None
     try:
         yield
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-        if pending:
-            signal.raise_signal(pending[0])  # to the handlers in force again
+        _deferral["active"] = False
+        pending, _deferral["pending"] = _deferral["pending"], None
+        if pending is not None:
+            raise _stop(pending)
 
 
 def _why(exc: BaseException) -> str:
@@ -215,7 +224,7 @@ def submit(sub: Submission) -> str:
     beat = jobs.listing_heartbeat(job_id, block_signals=STOP_SIGNALS)
     beat.start()
     try:
-        with signals_raise(signal.SIGTERM, signal.SIGHUP), app.producer_or_acquire() as producer:
+        with signals_raise(*STOP_SIGNALS), app.producer_or_acquire() as producer:
             write_manifest(storage, job_id, sub, plan)
             entries = iter_entries(sub.sources, s3_lister(with_fingerprints=True))
             if plan:
@@ -227,7 +236,7 @@ def submit(sub: Submission) -> str:
                     break
                 message = ChunkMessage(job_id, number, tuple(s for s, _ in chunk), dest,
                                        fingerprints=tuple(f for _, f in chunk))
-                with signals_deferred(*STOP_SIGNALS):  # what was sent and what is counted agree
+                with signals_deferred():  # what was sent and what is counted agree
                     fields = message.to_json()  # events and Flower show chunk_repr: no image path
                     app.send_task(TASK_NAME, kwargs=fields, argsrepr="()", kwargsrepr=chunk_repr(fields),
                                   queue=sub.queue, producer=producer, retry=True, retry_policy=PUBLISH_RETRY)
