@@ -71,9 +71,9 @@ def serve(config: dict) -> int:
     from bulklabel import keys
     from bulklabel.heartbeat import KeyHeartbeat
     from bulklabel.jobs import JobStore, connect
-    from bulklabel.queue import EventHeartbeat, make_app, task_events
+    from bulklabel.queue import make_app, task_events
     from worker.serving import guard
-    from worker.serving.process import EVENT_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS
+    from worker.serving.process import HEARTBEAT_SECONDS, run_celery_worker
     from worker.serving.tasks import WorkerContext, register, retry_times
 
     events = task_events()  # BULKLABEL_TASK_EVENTS, default on: part of what Redis carries
@@ -95,20 +95,12 @@ def serve(config: dict) -> int:
     beat = KeyHeartbeat(jobs.r, keys.worker(name), json.dumps(info), every=HEARTBEAT_SECONDS,
                         ttl=3 * HEARTBEAT_SECONDS)
     beat.start()
-    pulse = EventHeartbeat(app, name, every=EVENT_HEARTBEAT_SECONDS) if events else None
-    worker = app.Worker(hostname=name, pool="solo", concurrency=1, queues=[config["queue"]], loglevel="WARNING",
-                        without_gossip=True, without_mingle=True, without_heartbeat=True, quiet=True)
-    if pulse:
-        pulse.start()
     try:
-        worker.start()
+        return run_celery_worker(app, name, config["queue"], events, loglevel="WARNING")  # as the real worker
     finally:
-        if pulse:
-            pulse.stop()
         beat.stop()
         with open(config["stats"], "w") as f:
             json.dump({job: dict(calls) for job, calls in timings.items()}, f)
-    return worker.exitcode or 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,7 @@ def worker_name(config: WorkerConfig) -> str:
 
 def serve(config: WorkerConfig) -> int:
     from bulklabel.jobs import JobStore, connect
-    from bulklabel.queue import EventHeartbeat, make_app, task_events
+    from bulklabel.queue import make_app, task_events
 
     from ..inference.engine import open_engine
     from ..inference.models import load_model
@@ -107,13 +107,21 @@ def serve(config: WorkerConfig) -> int:
                         ttl=3 * HEARTBEAT_SECONDS)  # for submit and status: who serves which queue
     beat.start()
     log.info("worker %s ready: queue %r on %s", name, config.queue, redact_url(config.redis_url))
+    try:
+        return run_celery_worker(app, name, config.queue, events)
+    finally:
+        beat.stop()
+
+
+def run_celery_worker(app, name: str, queue: str, events: bool, loglevel: str = "INFO") -> int:
+    """Consume ``queue`` with Celery's solo pool until told to stop; returns the exit code.
+    No gossip or mingle (remote control is off), no event heartbeat on Celery's timer: the
+    solo pool stalls it while a chunk runs, so an ``EventHeartbeat`` thread sends them."""
+    from bulklabel.queue import EventHeartbeat
+
     pulse = EventHeartbeat(app, name, every=EVENT_HEARTBEAT_SECONDS) if events else None
-    worker = app.Worker(
-        hostname=name, pool="solo", concurrency=1, queues=[config.queue], loglevel="INFO",
-        # no gossip or mingle (remote control is off), no event heartbeat on Celery's timer: the solo
-        # pool stalls it while a chunk runs, so ``pulse`` sends the worker-heartbeat events
-        without_gossip=True, without_mingle=True, without_heartbeat=True, quiet=True,
-    )
+    worker = app.Worker(hostname=name, pool="solo", concurrency=1, queues=[queue], loglevel=loglevel,
+                        without_gossip=True, without_mingle=True, without_heartbeat=True, quiet=True)
     if pulse:
         pulse.start()
     try:
@@ -121,7 +129,6 @@ def serve(config: WorkerConfig) -> int:
     finally:
         if pulse:
             pulse.stop()
-        beat.stop()
     return worker.exitcode or 0
 
 
