@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ConfigError
@@ -91,6 +92,45 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pylist()
+
+
+def iter_records(path: str | os.PathLike, batch: int = 2048) -> Iterator[list[Record]]:
+    """Stream a file written by a sink (or any file of records) back, ``batch`` records at a
+    time, in bounded memory; ValueError naming the line or row that is not a record."""
+    fmt = output_format(path)
+    if fmt == ".parquet":
+        import pyarrow.parquet as pq
+
+        for part in pq.ParquetFile(path).iter_batches(batch_size=batch):
+            yield part.to_pylist()
+        return
+    out: list[Record] = []
+    with open(path, "rb" if fmt == ".jsonl" else "r", **({} if fmt == ".jsonl" else
+                                                           {"encoding": "utf-8", "newline": ""})) as f:
+        if fmt == ".jsonl":
+            rows = ((n, line) for n, line in enumerate(f, 1) if line.strip())
+            parse = json_record_line
+        else:
+            reader = csv.reader(f, strict=True)
+            header = next(reader, None)
+            if header is not None and header != list(FIELDS):
+                raise ValueError(f"{os.fspath(path)}: the first line is not the header {','.join(FIELDS)}")
+            rows = ((n, row) for n, row in enumerate(reader, 2) if row)
+            parse = csv_record
+        for n, row in rows:
+            try:
+                out.append(parse(row))
+            except ValueError as exc:
+                raise ValueError(f"{os.fspath(path)}, line {n}: not a bulklabel record ({exc})") from None
+            if len(out) >= batch:
+                yield out
+                out = []
+    if out:
+        yield out
+
+
+def json_record_line(line: bytes) -> Record:
+    return json_record(json.loads(line))
 
 
 def jsonl_lines(data: bytes) -> list[bytes]:

@@ -236,7 +236,8 @@ def test_every_command_builds_and_shows_its_variables() -> None:
 
 def test_the_light_side_never_imports_worker_or_tensorflow() -> None:
     probe = ("import sys, bulklabel.cli as c, producer.submit, producer.status, producer.results, "
-             "bulklabel.chunks, bulklabel.jobs; c.build_parser(); "
+             "producer.snapshot, bulklabel.chunks, bulklabel.jobs, bulklabel.review.source, bulklabel.review.export, "
+             "bulklabel.review.import_reviews, bulklabel.review.report; c.build_parser(); "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('worker', 'tensorflow', 'keras')))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr

@@ -3,8 +3,8 @@
 This package is the only place that imports both ``worker`` and ``producer``, and it does so
 lazily, inside each command's handler, so the light commands never pay for TensorFlow.
 Each command lives with its kind: ``local`` (classify, train, evaluate: in this process) and
-``distributed`` (worker, submit, status, results). Options are declared once, in
-``bulklabel.options``, and composed here; every one can also come from
+``distributed`` (worker, submit, status, results) and ``review`` (export, import-reviews,
+report). Options are declared once, in ``bulklabel.options``, and composed here; every one can also come from
 ``BULKLABEL_<OPTION>`` in the environment.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import BulkLabelError
-from . import distributed, local, schedule
+from . import distributed, local, review, schedule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     distributed.add_exporter(sub)
     schedule.add_scheduler(sub)
     schedule.add_run_scheduled(sub)
+    review.add_export(sub)
+    review.add_import_reviews(sub)
+    review.add_report(sub)
     local.add_train(sub)
     local.add_evaluate(sub)
     return parser
