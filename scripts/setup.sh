@@ -29,3 +29,27 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   fi
   touch "$stamp"
 fi
+
+# The report test opens a page in a real headless browser: Debian's chromium, driven by the
+# playwright package (which never downloads a browser here).
+case ",$extras," in
+  *,test,*)
+    if ! command -v chromium >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium with apt-get (for the report's browser test)" >&2
+        log="$venv/apt-chromium.log"
+        if ! { apt-get update -q &&
+               DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                 chromium fonts-dejavu-core; } >"$log" 2>&1; then
+          tail -n 20 "$log" >&2
+          echo "installing chromium failed; the whole log is in $log" >&2
+          echo "the report's browser test will fail until chromium is on PATH (or set BULKLABEL_SKIP_BROWSER=1)" >&2
+        fi
+      else
+        echo "note: chromium is not on PATH; the report's browser test needs it. Install it, e.g." >&2
+        echo "  sudo apt-get install --no-install-recommends chromium fonts-dejavu-core" >&2
+        echo "or set BULKLABEL_SKIP_BROWSER=1 to skip that test." >&2
+      fi
+    fi
+    ;;
+esac

@@ -12,6 +12,28 @@ from ..names import local_path
 from ..settings import DEFAULT_MAX_BYTES
 from . import folder_prefix, safe_key, too_large
 
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file in the same folder
+    (created if missing), synced, then renamed over ``path``. ``mode``: its permissions."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
 _KINDS = ((stat.S_ISDIR, "is a folder, not an image file"),
           (stat.S_ISFIFO, "not a regular file (a FIFO)"),
           (stat.S_ISCHR, "not a regular file (a character device)"),
@@ -100,22 +122,7 @@ class LocalStorage:
             return f.read()
 
     def write(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self._path(key), data)
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
