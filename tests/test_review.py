@@ -338,3 +338,28 @@ def test_a_dest_source_needs_job_results(tmp_path):
     path.write_bytes(jsonl_bytes([prediction("a.jpg", MODEL, [("red", 0.9)])]) + b'{"no": "record"}\n')
     run = run_cli("export", str(path), "--out", str(tmp_path / "t.json"))
     assert run.returncode != 0 and "line 2" in run.stderr
+
+
+def test_a_list_dataset_is_what_train_reads_and_one_image_gets_one_label(tmp_path):
+    from worker.training.dataset import load_split
+
+    rng = np.random.default_rng(5)
+    tasks = json.loads((DATA / "labelstudio-export.json").read_text())
+    for t in tasks:
+        path = tmp_path / "photos" / f"{t['id']:04d} x.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(encoded(color_photo("red", rng)))
+        t["data"].update(source=str(path), image=str(path))
+    twin = json.loads(json.dumps(tasks[0]))  # the same image, a second task, another label
+    twin["id"], twin["annotations"][0]["result"][0]["value"]["choices"] = 99, ["green"]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([*tasks, twin]))
+    run = run_cli("import-reviews", str(export), "--out", str(tmp_path / "data"), "--list")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "data" / "review-summary.json").read_text())
+    # task 1 and its twin disagree: a conflict, neither is kept (task 10 maps back now)
+    assert summary["per_class"] == {"blue": 3, "purple/violet": 1, "red": 1} and summary["conflicts"] == 3
+    train, val = load_split(str(tmp_path / "data"), 0.34, 0)
+    assert train.class_names == ["blue", "purple/violet", "red"]
+    assert sorted(train.locations + val.locations) == sorted(
+        str(tmp_path / "photos" / f"{i:04d} x.jpg") for i in (2, 7, 8, 9, 10))

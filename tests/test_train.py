@@ -230,3 +230,140 @@ def test_train_command_line(color_model, tmp_path):
     assert bad.returncode == 2 and "--out must end in .keras" in bad.stderr
     missing = run_cli("train", str(tmp_path / "nope"), "--out", str(out), "--base", color_model.keras_path)
     assert missing.returncode == 2 and "DATA" in missing.stderr
+
+
+def write_images(folder: Path, colour: str, count: int, seed: int) -> list[str]:
+    """``count`` small JPEG photos of ``colour`` in ``folder``; their paths."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{colour}-{i:02d}.jpg"
+        path.write_bytes(encoded(color_photo(colour, rng, (40, 48))))
+        paths.append(str(path))
+    return paths
+
+
+def test_list_layout_reads_every_spelling_of_a_location_once(tmp_path, capsys):
+    from bulklabel.names import file_uri
+    from worker.training.dataset import make_batches
+
+    reds = write_images(tmp_path / "store" / "r", "red", 4, seed=1)
+    blues = write_images(tmp_path / "store" / "b", "blue", 3, seed=2)
+    lists = tmp_path / "data" / "lists"
+    lists.mkdir(parents=True)
+    missing = str(tmp_path / "store" / "gone.jpg")
+    (lists / "crimson.txt").write_text("\n".join([
+        "# reviewed 2024-05-01", reds[0], "", os.path.relpath(reds[1], lists), file_uri(reds[2]),
+        f"  {reds[3]}  ", file_uri(reds[0]), os.path.relpath(reds[0], lists), missing]) + "\n")
+    (lists / "a%2Fb.txt").write_text("\r\n".join([*blues, "s3://bucket/key/photo.jpg", blues[0]]))
+    train, val = load_split(str(tmp_path / "data"), 0.25, seed=0)
+    assert train.class_names == ["a/b", "crimson"]
+    total = {n: train.counts()[n] + val.counts()[n] for n in train.class_names}
+    assert total == {"a/b": 4, "crimson": 5}  # duplicates once, comments and blanks skipped
+    assert set(train.locations) | set(val.locations) == {*reds, *blues, missing, "s3://bucket/key/photo.jpg"}
+    # A missing file is skipped when its batch is made, with a message, like an undecodable one.
+    from worker.training.dataset import LabeledFiles
+
+    batch = make_batches(LabeledFiles([reds[0], missing, reds[1]], [1, 1, 1], train.class_names), (32, 32),
+                         "rescale", batch_size=3, threads=1)[0]
+    assert batch[0].shape == (2, 32, 32, 3) and list(batch[1]) == [1, 1]
+    assert f"skipping {missing}: file not found" in capsys.readouterr().err
+
+
+def test_list_layout_fixed_split_and_its_errors(tmp_path):
+    reds = write_images(tmp_path / "store", "red", 3, seed=1)
+    greens = write_images(tmp_path / "store", "green", 3, seed=2)
+    data = tmp_path / "data"
+    for split, part in (("train", slice(0, 2)), ("val", slice(2, 3))):
+        (data / "lists" / split).mkdir(parents=True)
+        (data / "lists" / split / "crimson.txt").write_text("\n".join(reds[part]))
+        (data / "lists" / split / "emerald.txt").write_text("\n".join(greens[part]))
+    train, val = load_split(str(data), 0.2, seed=0)
+    assert train.locations == reds[:2] + greens[:2] and val.locations == [reds[2], greens[2]]
+    assert val.labels == [0, 1]
+    (data / "lists" / "val" / "crimson.txt").write_text(reds[2] + "\n" + reds[0])
+    with pytest.raises(ConfigError, match="for the class 'crimson' in both lists/train/ and lists/val/"):
+        load_split(str(data), 0.2, seed=0)
+    (data / "lists" / "val" / "crimson.txt").write_text(reds[2])
+    (data / "lists" / "val" / "emerald.txt").write_text(greens[2] + "\n" + reds[2])
+    with pytest.raises(ConfigError, match=f"{reds[2]} is listed for two classes, 'crimson' and 'emerald'"):
+        load_split(str(data), 0.2, seed=0)
+    (data / "lists" / "val" / "emerald.txt").write_text("http://example.com/x.jpg")
+    with pytest.raises(ConfigError, match="line 1 of .*emerald.txt: only local paths"):
+        load_split(str(data), 0.2, seed=0)
+    (data / "lists" / "val" / "emerald.txt").write_text(greens[2])
+    write_images(data / "navy", "blue", 1, seed=3)  # a class folder beside lists/
+    with pytest.raises(ConfigError, match="both class folders with images \\(navy\\) and lists"):
+        load_split(str(data), 0.2, seed=0)
+
+
+def test_class_folder_names_are_decoded(tmp_path):
+    write_images(tmp_path / "data" / "a%2Fb", "red", 2, seed=1)
+    write_images(tmp_path / "data" / "%2Ehidden 100%", "blue", 2, seed=2)
+    train, val = load_split(str(tmp_path / "data"), 0.5, seed=0)
+    assert train.class_names == [".hidden 100%", "a/b"]
+    write_images(tmp_path / "data" / "%25", "red", 1, seed=1)
+    write_images(tmp_path / "data" / "%", "red", 1, seed=1)
+    with pytest.raises(ConfigError, match="folders '%' and '%25' both stand for the class '%'"):
+        load_split(str(tmp_path / "data"), 0.5, seed=0)
+
+
+def test_training_on_a_saved_model_continues_its_head_by_class_name(trained, tmp_path, capsys):
+    """The palette model (crimson, emerald, navy) continued on DATA with azure (new), crimson
+    and navy: with a learning rate of 0 the new model ranks the shared classes exactly as the
+    old one did, though their indices moved."""
+    from bulklabel.options import TrainOptions
+    from worker.inference import preprocess
+    from worker.inference.decode import decode_image
+    from worker.training.trainer import train
+
+    root, old = trained
+    for name, colour in (("azure", "blue"), ("crimson", "red"), ("navy", "blue")):
+        write_images(tmp_path / "data" / name, colour, 3, seed=len(name))
+    capsys.readouterr()
+    result = train(str(tmp_path / "data"), str(tmp_path / "next.keras"), TrainOptions(
+        base=old.out, epochs=1, lr=0.0, fine_tune_layers=0, dropout=0.0, augment=False,
+        batch_size=8, seed=5, verbose=0))
+    err = capsys.readouterr().err
+    assert "continuing from palette: 2 of the 3 classes carried over from its head; new: 'azure'; " \
+           "not in DATA, no longer predicted by the new model: 'emerald'" in err
+    meta = metadata.read_metadata(result.out)
+    assert meta["class_names"] == ["azure", "crimson", "navy"]
+    assert meta["training"]["classes_carried"] == 2 and meta["training"]["continued_from"] == "palette"
+    rng = np.random.default_rng(0)
+    x = np.stack([decode_image(encoded(color_photo(c, rng)), (32, 32)) for c in ("red", "blue", "green") * 2])
+    x = preprocess.apply_numpy(x.astype("float32"), "rescale")
+    before = keras.saving.load_model(old.out).predict(x, verbose=0)[:, [0, 2]]  # crimson, navy
+    after = keras.saving.load_model(result.out).predict(x, verbose=0)[:, [1, 2]]
+    before, after = before / before.sum(1, keepdims=True), after / after.sum(1, keepdims=True)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+    assert len(set(np.argmax(before, 1))) == 2  # the images tell crimson from navy
+    # A continued model continues in turn (its base is now nested twice): every class carried.
+    again = train(str(tmp_path / "data"), str(tmp_path / "again.keras"), TrainOptions(
+        base=result.out, epochs=1, lr=0.0, fine_tune_layers=0, dropout=0.0, augment=False,
+        batch_size=8, seed=6, verbose=0))
+    assert "3 of the 3 classes carried over" in capsys.readouterr().err
+    np.testing.assert_allclose(keras.saving.load_model(again.out).predict(x, verbose=0),
+                               keras.saving.load_model(result.out).predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_head_that_cannot_be_continued_is_trained_anew(color_model, tmp_path, capsys):
+    from bulklabel.options import TrainOptions
+    from worker.training.trainer import saved_head, train
+
+    for colour in ("blue", "red"):
+        write_images(tmp_path / "data" / colour, colour, 3, seed=len(colour))
+    capsys.readouterr()
+    result = train(str(tmp_path / "data"), str(tmp_path / "m.keras"), TrainOptions(
+        base=color_model.bare_path, preprocess="rescale", epochs=1, fine_tune_layers=0, augment=False,
+        batch_size=8, verbose=0))
+    err = capsys.readouterr().err
+    assert "cannot be continued (it has no bulklabel metadata with class names); training a new head" in err
+    assert "carried over" not in err
+    training = metadata.read_metadata(result.out)["training"]
+    assert training["classes_carried"] == 0 and "continued_from" not in training
+    flat = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(2, activation="softmax")])
+    why = saved_head(flat, flat.layers[0].output, {"class_names": ["a", "b"]}, "flat.keras")
+    assert why.startswith("its head has a Flatten layer")

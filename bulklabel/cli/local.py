@@ -44,16 +44,26 @@ Train an image classifier by transfer learning and save it ready to serve.
 
 DATA is a folder with one subfolder per class (DATA/cat/*.jpg, DATA/dog/*.jpg, ...), or with
 train/ and val/ subfolders of that shape; otherwise --val-split of each class is held out
-(seeded). s3://bucket/prefix works the same way.
+(seeded). s3://bucket/prefix works the same way. Or DATA is a local folder of lists:
+DATA/lists/<class>.txt (or DATA/lists/train/<class>.txt and DATA/lists/val/<class>.txt), UTF-8
+text, one image per line: an absolute path, a path relative to the list's folder, a file://
+or an s3:// URI; blank lines and lines starting with # are skipped. A location listed twice
+for a class counts once; one listed for two classes is an error. A DATA folder has class
+folders or lists/, not both. Folder and list names are class names with '%', '/', '\\',
+control characters and a leading '.' percent-encoded (a%2Fb is the class a/b). Images that
+are missing or cannot be decoded are skipped with a message.
 
 Phase 1 (feature extraction): the pretrained BASE is frozen (BatchNormalization in inference
-mode) under a new head: global pooling, dropout, softmax. Phase 2 (fine-tuning): the top
---fine-tune-layers of the base are unfrozen and training continues at --fine-tune-lr, 10-100x
-lower. --sizes 150,299 trains at 150 first, then continues at 299. Augmentation (flip,
-rotation, zoom, contrast) applies to training images only. The best epoch (by validation
-accuracy) is what gets saved, with its class names, preprocessing and input size, so
-'bulklabel classify --model MODEL' needs no other flag. history.json and history.png (the
-curves) are written next to the model.
+mode) under a new head: global pooling, dropout, softmax. A BASE that is a bulklabel model is
+continued: its head starts the new one for every class DATA shares with it (by name); new
+classes start fresh, and its classes missing from DATA are no longer predicted (the line
+"continuing from ..." says which; training.classes_carried in the saved metadata counts
+them). Phase 2 (fine-tuning): the top --fine-tune-layers of the base are unfrozen and
+training continues at --fine-tune-lr, 10-100x lower. --sizes 150,299 trains at 150 first,
+then continues at 299. Augmentation (flip, rotation, zoom, contrast) applies to training
+images only. The best epoch (by validation accuracy) is what gets saved, with its class
+names, preprocessing and input size, so 'bulklabel classify --model MODEL' needs no other
+flag. history.json and history.png (the curves) are written next to the model.
 
 Training's own options come from the command line only; --weights, --preprocess,
 --unsafe-model and --decode-threads also read BULKLABEL_<OPTION> as classify does.
@@ -61,7 +71,8 @@ Training's own options come from the command line only; --weights, --preprocess,
 examples:
   bulklabel train photos/ --out flowers.keras                              # Xception, ImageNet
   bulklabel train photos/ --base MobileNetV2 --sizes 128,224 --out m.keras --epochs 5
-  bulklabel train photos/ --base old_model.keras --out new.keras           # transfer from a model
+  bulklabel train photos/ --base old_model.keras --out new.keras           # continue a bulklabel model
+  bulklabel train reviewed/ --base serving.keras --out next.keras --epochs 3   # reviewed/lists/*.txt
   bulklabel train photos/ --base EfficientNetB0 --weights b0_notop.h5 --out m.h5 --seed 7
 """
 
@@ -95,7 +106,8 @@ def add_classify(sub) -> None:
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a classifier by transfer learning",
                        description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", metavar="DATA", help="folder of class subfolders (or with train/ and val/)")
+    p.add_argument("data", metavar="DATA",
+                   help="folder of class subfolders (or with train/ and val/), or with lists/<class>.txt")
     add_options(p, TRAIN_OUT, TrainOptions)
     p.set_defaults(run=_train)
 

@@ -19,7 +19,8 @@ def _train(flags: tuple[str, ...], default, parse, help: str, metavar: str | Non
 
 
 BASE = _train(("--base",), "Xception", settings.text,
-              "a Keras Applications name (default Xception) or a saved model to transfer from")
+              "a Keras Applications name (default Xception) or a saved model to transfer from "
+              "(a bulklabel model's head is continued for the classes DATA shares with it)")
 TRAIN_SIZE = _train(("--image-size",), None, settings.optional_positive,
                     "train at NxN (default: the base's size)", "N")
 SIZES = _train(("--sizes",), None, settings.size_list,

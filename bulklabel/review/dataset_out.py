@@ -19,7 +19,7 @@ import shutil
 
 from ..classes import to_path_name
 from ..errors import ConfigError, ImageError
-from ..names import local_str
+from ..names import file_uri, local_str
 from ..sources import IMAGE_EXTENSIONS
 
 MODES = ("link", "copy", "list")
@@ -55,7 +55,9 @@ class DatasetWriter:
         folder = to_path_name(label)
         try:
             if self.mode == "list":
-                location = source if "://" in source else os.path.abspath(local_str(source))
+                location = source if "://" in source else os.path.abspath(source)
+                if location != location.strip() or any(c in location for c in "\r\n"):
+                    location = file_uri(location)  # a list line keeps such a name only as a URI
                 self._lists.setdefault(folder, []).append(location)
             else:
                 target = os.path.join(self.root, folder, _file_name(source))

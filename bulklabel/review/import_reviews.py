@@ -76,6 +76,26 @@ def _source(task: dict, urls: ImageUrls) -> str | None:
     return urls.to_source(image) if isinstance(image, str) else None
 
 
+def _one_label_per_image(decided: list[tuple[str, str, str | None]], status: Counter, conflicts: list):
+    """The same image in several tasks: once if the labels agree, else a conflict (left out)."""
+    labels: dict[str, set[str]] = {}
+    for source, label, _ in decided:
+        labels.setdefault(source, set()).add(label)
+    kept, seen = [], set()
+    for source, label, model in decided:
+        if source in seen:
+            continue
+        seen.add(source)
+        if len(labels[source]) > 1:
+            status["labeled"] -= 1
+            status["conflict"] += 1
+            conflicts.append({"task": None, "source": source,
+                              "votes": {name: 1 for name in sorted(labels[source])}})
+            continue
+        kept.append((source, label, model))
+    return kept
+
+
 def run(opts: ImportOptions) -> dict:
     if opts.on_conflict not in ("skip", "majority"):
         raise ConfigError(f"--on-conflict must be skip or majority. Received: {opts.on_conflict!r}")
@@ -102,6 +122,7 @@ def run(opts: ImportOptions) -> dict:
         if version:
             models[version] += 1
         decided.append((source, decision.label, model_label))
+    decided = _one_label_per_image(decided, status, conflicts)
     mode = opts.mode or ("list" if any(s.startswith("s3://") for s, _, _ in decided) else "link")
     if mode == "link" and any("://" in s and not s.startswith("file:") for s, _, _ in decided):
         raise ConfigError("some reviewed images are on S3 (or URLs): they cannot be linked; use --list "

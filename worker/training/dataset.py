@@ -1,9 +1,23 @@
-"""Labeled image folders for training and evaluation.
+"""Labeled images for training and evaluation, in one of two layouts.
 
-DATA is a folder (or ``s3://bucket/prefix``) with one subfolder per class — the layout of
-``image_dataset_from_directory`` — or with ``train/`` and ``val/`` (or ``validation/``)
-subfolders of that shape. Without a validation folder, a seeded split stratified by class
-holds out ``val_split`` of each class.
+Folders: DATA is a folder (or ``s3://bucket/prefix``) with one subfolder per class — the
+layout of ``image_dataset_from_directory`` — or with ``train/`` and ``val/`` (or
+``validation/``) subfolders of that shape.
+
+Lists: a local DATA folder holds ``lists/<class>.txt`` files (or ``lists/train/<class>.txt``
+and ``lists/val/<class>.txt``), each a UTF-8 text file with one image location per line: an
+absolute local path, a path relative to the list file's folder, a ``file://`` URI or an
+``s3://`` URI; surrounding whitespace, blank lines and lines starting with ``#`` are ignored.
+A location listed twice for one class counts once; one listed for two classes (or in both
+train and val) is an error. Lists name images where they are (an S3 bucket, say), so a
+dataset can be assembled without copying any. A DATA folder with ``lists/`` cannot also have
+class folders with images.
+
+Either way a class is named by its folder or list file name decoded with
+``bulklabel.classes.from_path_name`` (``a%2Fb`` is the class ``a/b``), and the classes are
+those names sorted. Without a validation folder or lists, a seeded split stratified by class
+holds out ``val_split`` of each class. An image that is missing or cannot be decoded is
+skipped with a message when its batch is made, as an undecodable file is.
 
 Batches are decoded with ``worker.inference.decode.decode_image`` — the function the engine uses —
 so training and serving see the same pixels; augmentation (Keras preprocessing layers)
@@ -14,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bulklabel.classes import from_path_name
 from bulklabel.errors import ConfigError, ImageError
+from bulklabel.names import is_file_uri, local_str, source_text
 from bulklabel.sources import walk_images
 from bulklabel.storage import open_reader
 
@@ -30,6 +47,11 @@ from ..inference.decode import decode_image
 from ..inference.engine import usable_cores
 
 VAL_FOLDERS = ("val", "validation")
+LISTS = "lists"  # DATA/lists/: the list layout
+LIST_SUFFIX = ".txt"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+Tree = dict[str, dict[str, list[str]]]  # {split: {class: [locations]}}, split '', 'train' or 'val'
 
 
 @dataclass
@@ -45,8 +67,27 @@ class LabeledFiles:
         return {name: self.labels.count(i) for i, name in enumerate(self.class_names)}
 
 
-def _relative_images(root: str) -> Iterator[tuple[str, list[str]]]:
-    """(location, path parts relative to root) for every image under root."""
+class ClassNames:
+    """Decodes folder and list file names into class names, one split at a time, refusing two
+    names on disk that decode to the same class (``%25`` and ``%`` are both ``%``)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.seen: dict[tuple[str, str], str] = {}
+
+    def decode(self, split: str, component: str) -> str:
+        name = from_path_name(component)
+        other = self.seen.setdefault((split, name), component)
+        if other != component:
+            first, second = sorted((other, component))
+            raise ConfigError(f"the {self.what} {first!r} and {second!r} both stand for the class {name!r}; "
+                              "rename one")
+        return name
+
+
+def _relative_images(root: str, skip: str | None = None) -> Iterator[tuple[str, list[str]]]:
+    """(location, path parts relative to root) for every image under root, the top-level
+    folder ``skip`` left out."""
     if root.startswith("s3://"):
         from bulklabel.storage.s3 import list_images
 
@@ -55,29 +96,138 @@ def _relative_images(root: str) -> Iterator[tuple[str, list[str]]]:
             yield uri, uri[len(base):].split("/")
     else:
         if not os.path.isdir(root):
-            raise ConfigError(f"DATA must be a folder of class subfolders. Received: {root!r}")
+            raise ConfigError(f"DATA must be a folder of class subfolders (or with lists/). Received: {root!r}")
         root = os.path.abspath(root)
         for path in walk_images(root):
-            yield path, os.path.relpath(path, root).split(os.sep)
+            parts = os.path.relpath(path, root).split(os.sep)
+            if parts[0] != skip:
+                yield path, parts
 
 
-def scan(root: str) -> dict[str, dict[str, list[str]]]:
-    """{split: {class: [locations]}} with split '' (no train/val layout), 'train' or 'val'."""
-    tree: dict[str, dict[str, list[str]]] = {}
+def scan(root: str, skip: str | None = None) -> Tree:
+    """{split: {class: [locations]}} of the folder layout under ``root`` (the top-level folder
+    ``skip`` left out), class names decoded from their folder names."""
+    tree: Tree = {}
+    names = ClassNames("folders")
     loose = 0
-    for location, parts in _relative_images(root):
+    for location, parts in _relative_images(root, skip):
         if len(parts) >= 3 and parts[0] in ("train", *VAL_FOLDERS):
-            split, cls = ("val" if parts[0] in VAL_FOLDERS else "train"), parts[1]
+            split, folder = ("val" if parts[0] in VAL_FOLDERS else "train"), parts[1]
         elif len(parts) >= 2:
-            split, cls = "", parts[0]
+            split, folder = "", parts[0]
         else:
             loose += 1
             continue
-        tree.setdefault(split, {}).setdefault(cls, []).append(location)
+        tree.setdefault(split, {}).setdefault(names.decode(split, folder), []).append(location)
     if loose:
         print(f"bulklabel: note: {loose} images directly in {root} (not in a class folder) ignored",
               file=sys.stderr)
     return tree
+
+
+def _list_files(folder: str) -> list[str]:
+    """The list files (``*.txt``, not hidden) directly in ``folder``, sorted; none if it is no folder."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise ConfigError(f"cannot list {folder!r}: {exc.strerror or exc}") from None
+    return [e.path for e in entries
+            if e.name.lower().endswith(LIST_SUFFIX) and not e.name.startswith(".") and e.is_file()]
+
+
+def _list_splits(folder: str) -> dict[str, list[str]]:
+    """{split: [list files]} in ``folder`` (DATA/lists): '' for its own files, 'train' and 'val'
+    (from val/ and validation/) for the split layout; empty if there are no lists."""
+    splits = {"": _list_files(folder), "train": _list_files(os.path.join(folder, "train")),
+              "val": [path for sub in VAL_FOLDERS for path in _list_files(os.path.join(folder, sub))]}
+    return {split: files for split, files in splits.items() if files}
+
+
+def list_location(entry: str, folder: str) -> str:
+    """The location a list entry names, in one spelling per image (so duplicates are found):
+    an ``s3://`` URI as it is, a local path made absolute from ``folder`` and normalised
+    (valid UTF-8 text; a name that is not becomes a ``file://`` URI). ``ValueError`` says why
+    an entry names no image."""
+    if entry.startswith("s3://"):
+        bucket, _, key = entry[len("s3://"):].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise ValueError("an s3:// URI must name one object (s3://bucket/key)")
+        return entry
+    if is_file_uri(entry):
+        entry = local_str(entry)  # ValueError: another host, a NUL byte
+    elif _SCHEME.match(entry):
+        raise ValueError("only local paths, file:// and s3:// URIs can be listed")
+    return source_text(os.path.abspath(os.path.join(folder, entry)))
+
+
+def read_list(path: str) -> Iterator[str]:
+    """The locations in the list file ``path`` (``list_location``), in file order, duplicates kept."""
+    folder = os.path.dirname(os.path.abspath(path))
+    number = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="\n") as f:
+            for number, line in enumerate(f, 1):
+                entry = line.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                try:
+                    yield list_location(entry, folder)
+                except ValueError as exc:
+                    raise ConfigError(f"line {number} of {path}: {exc}. Received: {entry!r}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text (line {number + 1}); "
+                          "write a file:// URI for a file name that is not UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read list {path!r}: {exc.strerror or exc}") from None
+
+
+def scan_lists(folder: str) -> Tree:
+    """{split: {class: [locations]}} of the list files in ``folder`` (DATA/lists), class names
+    decoded from the file names; each location counted once, and in one class only."""
+    splits = _list_splits(folder)
+    if "" in splits and len(splits) > 1:
+        raise ConfigError(f"{folder} has both <class>.txt lists and train/ or val/ lists; use one layout")
+    tree: Tree = {}
+    names = ClassNames("lists")
+    owners: dict[str, tuple[str, str]] = {}  # location → (split, class)
+    for split, files in splits.items():
+        for path in files:
+            name = names.decode(split, os.path.basename(path)[:-len(LIST_SUFFIX)])
+            locations = tree.setdefault(split, {}).setdefault(name, [])
+            for location in read_list(path):
+                owner = owners.get(location)
+                if owner is None:
+                    owners[location] = (split, name)
+                    locations.append(location)
+                elif owner != (split, name):
+                    raise ConfigError(_listed_twice(location, owner, (split, name)))
+    return tree
+
+
+def _listed_twice(location: str, first: tuple[str, str], second: tuple[str, str]) -> str:
+    """The message for a location listed in two places (split, class)."""
+    if first[1] == second[1]:
+        return (f"{location} is listed for the class {first[1]!r} in both lists/train/ and lists/val/; "
+                "an image can be in one split only")
+    return (f"{location} is listed for two classes, {first[1]!r} and {second[1]!r}; "
+            "an image can have one class only")
+
+
+def dataset_tree(root: str) -> tuple[Tree, str]:
+    """The tree of DATA (``scan`` or ``scan_lists``) and where its layout lives: '' for class
+    folders, 'lists/' for lists (a local DATA folder whose lists/ holds ``*.txt`` files)."""
+    folder = os.path.join(root, LISTS)
+    if root.startswith("s3://") or not _list_splits(folder):
+        return scan(root), ""
+    folders = scan(root, skip=LISTS)
+    if folders:
+        classes = sorted({name for classes in folders.values() for name in classes})
+        raise ConfigError(f"{root} has both class folders with images ({', '.join(classes[:5])}"
+                          f"{', ...' if len(classes) > 5 else ''}) and lists in {LISTS}/; use one layout: "
+                          "remove lists/ to train on the folders, or list their images and move them out")
+    return scan_lists(folder), LISTS + "/"
 
 
 def _labeled(classes: dict[str, list[str]], names: list[str]) -> LabeledFiles:
@@ -90,15 +240,19 @@ def _labeled(classes: dict[str, list[str]], names: list[str]) -> LabeledFiles:
 
 
 def load_split(root: str, val_split: float, seed: int) -> tuple[LabeledFiles, LabeledFiles]:
-    tree = scan(root)
+    """(train, val) of DATA: its own train/ and val/ (folders or lists), else a seeded split
+    stratified by class; classes are the sorted class names."""
+    tree, where = dataset_tree(root)
     if "train" in tree:
         names = sorted(tree["train"])
         unknown = sorted(set(tree.get("val", {})) - set(names))
         if unknown:
-            raise ConfigError(f"val/ has classes that train/ lacks: {', '.join(unknown)}")
+            raise ConfigError(f"{where}val/ has classes that {where}train/ lacks: {', '.join(unknown)}")
         if "val" not in tree:
-            raise ConfigError(f"{root} has train/ but no val/ (or validation/) folder")
+            raise ConfigError(f"{root} has {where}train/ but no {where}val/ (or {where}validation/)")
         train, val = _labeled(tree["train"], names), _labeled(tree["val"], names)
+    elif "val" in tree and not tree.get(""):
+        raise ConfigError(f"{root} has {where}val/ but no {where}train/")
     else:
         classes = tree.get("", {})
         names = sorted(classes)
@@ -114,12 +268,14 @@ def load_split(root: str, val_split: float, seed: int) -> tuple[LabeledFiles, La
             val_part[name], train_part[name] = files[:n_val], files[n_val:]
         train, val = _labeled(train_part, names), _labeled(val_part, names)
     if len(names) < 2:
-        raise ConfigError(f"DATA needs at least 2 class folders with images; found {names or 'none'} in {root}")
+        kind = "class lists" if where else "class folders with images"
+        raise ConfigError(f"DATA needs at least 2 {kind}; found {names or 'none'} in {root}")
     empty = [n for n, c in train.counts().items() if c == 0]
     if empty:
         raise ConfigError(f"no training images for class(es): {', '.join(empty)}")
     if len(val) == 0:
-        raise ConfigError("no validation images: add more images per class or a val/ folder")
+        raise ConfigError(f"no validation images: add more images per class or a {where}val/ "
+                          f"{'list' if where else 'folder'}")
     return train, val
 
 
@@ -166,7 +322,7 @@ def make_batches(files: LabeledFiles, size: tuple[int, int], mode: str, batch_si
             except ImageError as exc:
                 if location not in self.bad:
                     self.bad[location] = exc.reason
-                    print(f"bulklabel: skipping {location}: {exc.reason}", file=sys.stderr)
+                    sys.stderr.write(f"bulklabel: skipping {location}: {exc.reason}\n")  # one write: threads
                 return None
             if self.cache is not None:
                 self.cache[i] = pixels

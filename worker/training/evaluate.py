@@ -17,7 +17,7 @@ from bulklabel.records import Record
 
 from ..inference.engine import open_engine
 from ..inference.models import LoadedModel
-from .dataset import scan
+from .dataset import dataset_tree
 
 ERROR_COLUMN = "error"
 OTHER_COLUMN = "other"
@@ -25,10 +25,11 @@ OTHER_COLUMN = "other"
 
 def labeled_files(data: str) -> list[tuple[str, str]]:
     """(location, true class name) for every image in DATA (its val/ split if it has one)."""
-    tree = scan(data)
+    tree, _ = dataset_tree(data)
     classes = tree.get("val") or tree.get("") or {}
     if not classes:
-        raise ConfigError(f"no class folders with images in {data} (expected DATA/<class>/<image>)")
+        raise ConfigError(f"no class folders with images in {data} (expected DATA/<class>/<image>, "
+                          "or lists in DATA/lists/<class>.txt)")
     return [(loc, name) for name in sorted(classes) for loc in sorted(classes[name])]
 
 

@@ -13,6 +13,13 @@ large. Within each size, the weights of the epoch with the best validation accur
 kept, so the saved model is the best one, not the last. The saved model carries its class
 names, preprocessing and input size (``worker.inference.metadata``), so ``classify`` and ``worker``
 serve it with no flags.
+
+A saved bulklabel model as the base is continued, not only transferred from: it is cut
+below its head, and when that head is a softmax layer over the feature map kept (through
+global average pooling and dropout), the new head starts from it for every class DATA
+shares with the model's ``class_names`` (matched by name, whatever the order); classes new
+to DATA start fresh (with several sizes, at the first one; later sizes start from the
+previous size as always). Otherwise the new head starts fresh, as with an application base.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -46,6 +54,27 @@ class TrainResult:
     image_size: tuple[int, int]
     history: list[dict]
     fine_tuned_layers: int = 0
+
+
+@dataclass
+class SavedHead:
+    """The softmax layer of a saved bulklabel classifier, to start a new head from."""
+    class_names: list[str]
+    kernel: np.ndarray  # (features, classes)
+    bias: np.ndarray    # (classes,)
+    source: str         # the model's metadata name, else its file name
+
+
+@dataclass
+class Base:
+    """What the trainer builds on: ``build(size, first)`` → the base model, its preprocessing,
+    a readable name, ``default_size()``; for a saved model, whether it is one and its head."""
+    build: Callable
+    mode: str | None
+    name: str
+    default_size: Callable[[], int]
+    saved: bool = False
+    head: SavedHead | None = field(default=None, repr=False)
 
 
 class BestWeights:
@@ -94,8 +123,8 @@ class HistoryLog:
         return Log()
 
 
-def _resolve_base(cfg: TrainOptions):
-    """(builder(size) → base model, preprocess mode, readable base name, () → default size)."""
+def _resolve_base(cfg: TrainOptions) -> Base:
+    """The base named by ``--base``: a saved model, else a Keras Applications name."""
     if os.path.exists(cfg.base) or cfg.base.endswith((".keras", ".h5")):
         return _saved_base(cfg)
     name = cfg.base[len("keras:"):] if cfg.base.startswith("keras:") else cfg.base
@@ -113,29 +142,27 @@ def _resolve_base(cfg: TrainOptions):
             raise ModelError(f"cannot build {name} at {size[0]}x{size[1]} with weights "
                              f"{cfg.weights or 'imagenet'!r}: {exc}") from None
 
-    return build, mode, name, default
+    return Base(build, mode, name, default)
 
 
-def _saved_base(cfg: TrainOptions):
-    """A saved classifier cut below its head: everything up to its last feature map."""
+def _saved_base(cfg: TrainOptions) -> Base:
+    """A saved classifier cut below its head: everything up to its last feature map; with
+    its head when that can start the new one (``saved_head``)."""
     import keras
 
     if not os.path.exists(cfg.base):
         raise ModelError(f"base model not found: {cfg.base!r}")
     model = load_keras(cfg.base, cfg.unsafe, what="the base model")
-    feature = None
-    for layer in reversed(model.layers):
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            continue
-        if len(shape) == 4:
-            feature = layer.output
-            break
+    feature = feature_map(model)
     if feature is None:
         raise ModelError(f"{cfg.base!r} has no convolutional feature map to transfer from")
     base = keras.Model(model.inputs, feature, name="base")
     meta = metadata.read_metadata(cfg.base) or {}
+    head = saved_head(model, feature, meta, cfg.base)
+    if isinstance(head, str):
+        print(f"bulklabel: note: the head of {cfg.base} cannot be continued ({head}); "
+              "training a new head from scratch", file=sys.stderr)
+        head = None
     mode = cfg.preprocess or meta.get("preprocess")
     if mode is None:
         raise ConfigError(f"{cfg.base!r} has no bulklabel metadata: pass --preprocess for its pixels")
@@ -147,7 +174,114 @@ def _saved_base(cfg: TrainOptions):
                               f"--image-size/--sizes must be {fixed[0]}")
         return base if first else keras.models.clone_model(base)
 
-    return build, mode, os.path.basename(cfg.base), lambda: fixed[0] or 224
+    return Base(build, mode, os.path.basename(cfg.base), lambda: fixed[0] or 224, saved=True, head=head)
+
+
+def _producer(tensor):
+    """(the layer call that made ``tensor`` in its model's graph, that call's input tensors)."""
+    layer, node_index, _ = tensor._keras_history
+    return layer, layer._inbound_nodes[node_index].input_tensors
+
+
+def feature_map(model):
+    """The last 4-D feature map of ``model`` as a tensor of its own graph (for a nested model,
+    its output where ``model`` calls it, not inside it): traced back from a single output
+    through single-input layers, else the output of the last layer that gives one; None if
+    there is none."""
+    try:
+        tensor = model.outputs[0] if len(model.outputs) == 1 else None
+        while tensor is not None and len(tensor.shape) != 4:
+            _, inputs = _producer(tensor)
+            tensor = inputs[0] if len(inputs) == 1 else None
+        if tensor is not None:
+            return tensor
+    except (AttributeError, IndexError, TypeError, ValueError):
+        pass
+    for layer in reversed(model.layers):
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) == 4:
+            return layer.output
+    return None
+
+
+def saved_head(model, feature, meta: dict, path: str) -> SavedHead | str:
+    """The head of the saved classifier ``model`` (metadata ``meta``) over the tensor ``feature``,
+    or why it cannot start a new head: no class names, or not a softmax over that feature map."""
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "it has no bulklabel metadata with class names"
+    dense = _softmax_over(model, feature)
+    if isinstance(dense, str):
+        return dense
+    kernel, *rest = (np.asarray(w, "float32") for w in dense.get_weights())
+    bias = rest[0] if rest else np.zeros(kernel.shape[1], "float32")
+    width = feature.shape[-1]
+    if kernel.ndim != 2 or kernel.shape[0] != width:
+        return f"its head takes {kernel.shape[0]} features, its feature map has {width}"
+    if kernel.shape[1] != len(names):
+        return f"its head has {kernel.shape[1]} outputs for {len(names)} class names"
+    return SavedHead(list(names), kernel, bias, str(meta.get("name") or os.path.basename(path)))
+
+
+def _softmax_over(model, feature):
+    """The output layer of ``model`` if it is a Dense softmax fed by the tensor ``feature``
+    through global average pooling (as the new head is) and dropout only; else why not."""
+    import keras
+
+    if len(model.outputs) != 1:
+        return "it has more than one output"
+    try:
+        dense, inputs = _producer(model.outputs[0])
+        if not isinstance(dense, keras.layers.Dense) or dense.get_config().get("activation") != "softmax":
+            return "its last layer is not a Dense softmax layer"
+        pooled = False
+        while not (len(inputs) == 1 and inputs[0] is feature):
+            if len(inputs) != 1:
+                return "its head has a layer with several inputs"
+            layer, inputs = _producer(inputs[0])
+            if isinstance(layer, keras.layers.GlobalAveragePooling2D) and not layer.keepdims \
+                    and layer.data_format == "channels_last":
+                pooled = True
+            elif not isinstance(layer, keras.layers.Dropout):
+                return (f"its head has a {type(layer).__name__} layer ({layer.name}) "
+                        "between the features and the softmax")
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return "its head's inputs cannot be traced back to its feature map"
+    return dense if pooled else "its head does not pool its feature map by global average pooling"
+
+
+def carry_head(model, head: SavedHead, names: list[str]) -> int:
+    """Start the softmax layer of ``model`` (classes ``names``) from ``head``: the kernel column
+    and bias of every class ``head`` also has, matched by name; classes new to ``names`` keep
+    their fresh initialisation. Says what was carried over; returns how many classes."""
+    layer = model.get_layer("predictions")
+    kernel, bias = (np.array(w) for w in layer.get_weights())
+    index = {name: i for i, name in enumerate(head.class_names)}
+    shared = [(j, index[name]) for j, name in enumerate(names) if name in index]
+    for new, old in shared:
+        kernel[:, new], bias[new] = head.kernel[:, old], head.bias[old]
+    layer.set_weights([kernel, bias])
+    new_names = [name for name in names if name not in index]
+    wanted = set(names)
+    gone = [name for name in head.class_names if name not in wanted]
+    if shared:
+        print(f"bulklabel: continuing from {head.source}: {len(shared)} of the {len(names)} classes carried "
+              "over from its head" + (f"; new: {_some(new_names)}" if new_names else "")
+              + (f"; not in DATA, no longer predicted by the new model: {_some(gone)}" if gone else ""),
+              file=sys.stderr)
+    else:
+        print(f"bulklabel: note: none of the classes of {head.source} ({_some(gone)}) are in DATA; "
+              "the new head starts fresh", file=sys.stderr)
+    return len(shared)
+
+
+def _some(names: list[str], most: int = 20) -> str:
+    """``names`` for a message: the first ``most``, then how many more."""
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _classifier(base, size, classes: int, dropout: float, seed: int):
@@ -190,20 +324,23 @@ def train(data: str, out: str, cfg: TrainOptions) -> TrainResult:
     names = train_files.class_names
     print(f"bulklabel: {len(train_files)} training and {len(val_files)} validation images, "
           f"{len(names)} classes: {', '.join(names)}", file=sys.stderr)
-    build, mode, base_name, default_size = _resolve_base(cfg)
+    source = _resolve_base(cfg)
+    mode = source.mode
     preprocess.check_mode(mode)
-    sizes = [(s, s) for s in (cfg.stage_sizes() or [default_size()])]
+    sizes = [(s, s) for s in (cfg.stage_sizes() or [source.default_size()])]
     log, keeper, model, base = HistoryLog(), BestWeights(), None, None
     augment = augmentation(cfg.seed) if cfg.augment else None
-    unfrozen = 0
+    unfrozen = carried = 0
     started = time.time()
 
     for stage, size in enumerate(sizes):
         previous = model
-        base = build(size, first=previous is None)
+        base = source.build(size, first=previous is None)
         model = _classifier(base, size, len(names), cfg.dropout, cfg.seed)
         if previous is not None:
             model.set_weights(previous.get_weights())  # same architecture, larger input
+        elif source.head is not None:
+            carried = carry_head(model, source.head, names)
         cache = {} if (len(train_files) + len(val_files)) * size[0] * size[1] * 3 <= CACHE_BYTES else None
         train_batches = make_batches(train_files, size, mode, cfg.batch_size, augment, shuffle=True,
                                      seed=cfg.seed + stage, threads=cfg.decode_threads, cache=cache)
@@ -236,11 +373,16 @@ def train(data: str, out: str, cfg: TrainOptions) -> TrainResult:
         keeper.restore(model)  # the next size, and the saved model, start from the best epoch
 
     final = sizes[-1]
+    training = {"sizes": [s[0] for s in sizes], "best_val_accuracy": keeper.best,
+                "seed": cfg.seed, "seconds": round(time.time() - started, 1)}
+    if source.saved:
+        training["classes_carried"] = carried
+    if carried:
+        training["continued_from"] = source.head.source
     meta = {
         "name": os.path.splitext(os.path.basename(out))[0], "class_names": names,
-        "preprocess": mode, "image_size": list(final), "resize": RESIZE_METHOD, "base": base_name,
-        "training": {"sizes": [s[0] for s in sizes], "best_val_accuracy": keeper.best,
-                     "seed": cfg.seed, "seconds": round(time.time() - started, 1)},
+        "preprocess": mode, "image_size": list(final), "resize": RESIZE_METHOD, "base": source.name,
+        "training": training,
     }
     save(model, out, meta)
     folder = os.path.dirname(os.path.abspath(out))
