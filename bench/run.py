@@ -4,6 +4,10 @@ Every measurement is a whole job in its own process; pipelines are interleaved r
 round (A B C A B C ...) and reported as medians, with ratios taken within each round so
 the machine's drift cancels out. Results go to bench/results/<time>.json and a Markdown
 summary (``--markdown``). See docs/benchmarks.md.
+
+The ``startup`` section (whole-process start-up and marginal rates, all cores and one core;
+bench.startup) is not in the default ``--only`` list, it is long: run it with ``--only startup``
+(``--quick``: its smoke variant, under a minute) or alone, ``python -m bench.startup``.
 """
 
 from __future__ import annotations
@@ -243,6 +247,24 @@ def producer(keys: int, url: str, work: str) -> dict:
             "producer_peak_rss_mib": r["rss_mib"]}
 
 
+def review(quick: bool, work: str) -> dict:
+    """``bulklabel export`` (vs the hand-written script) and ``report`` at scale: bench.review in its
+    own process, so that its children's peak RSS owes nothing to this one's."""
+    out = os.path.join(work, "review.json")
+    run([PY, "-m", "bench.review", "--json", out] + (["--quick"] if quick else []))
+    with open(out) as f:
+        return json.load(f)
+
+
+def startup(quick: bool, rounds: int, corpus_root: str, work: str) -> dict:
+    """Whole-process start-up and marginal rates (bench.startup), in its own process."""
+    out = os.path.join(work, "startup.json")
+    run([PY, "-m", "bench.startup", "--json", out, "--rounds", str(rounds), "--corpus-root", corpus_root]
+        + (["--quick"] if quick else []))
+    with open(out) as f:
+        return json.load(f)
+
+
 def targets(res: dict) -> list[dict]:
     rows = []
 
@@ -289,6 +311,23 @@ def targets(res: dict) -> list[dict]:
         p = res["producer"]
         add(f"enqueue {p['keys']} keys: seconds", p["seconds"], "< 30", p["seconds"] < 30)
         add(f"enqueue {p['keys']} keys: Redis MiB", p["redis_mib"], "< 300", p["redis_mib"] < 300)
+    if "review" in res:
+        r = res["review"]
+        for size in r["runs"]:
+            e, n = size["export"], f"{size['records']:,}"
+            add(f"export --review-below {r['below']:g} --sample {r['sample']}, {n} records: seconds / peer script",
+                e["ratio_seconds"], "<= 1.0", e["ratio_seconds"] <= 1.0)
+        large, small = r["runs"][-1], r["runs"][0]
+        n, m = f"{large['records']:,}", f"{small['records']:,}"
+        add(f"export, {n} records: peak RSS / peer script", large["export"]["ratio_rss"], "<= 0.5",
+            large["export"]["ratio_rss"] <= 0.5)
+        same = r["summary"]["same_doubtful"]
+        add("export selects the peer script's doubtful images, in its order", 1.0 if same else 0.0, "= 1", same)
+        sm = r["summary"]
+        add(f"report peak RSS, {n} / {m} records", sm["report_rss_ratio"], "<= 1.5", sm["report_rss_ratio"] <= 1.5)
+        add(f"report HTML bytes, {n} / {m} records", sm["report_html_ratio"], "<= 1.2",
+            sm["report_html_ratio"] <= 1.2)
+        add(f"report, {n} records: seconds", sm["report_seconds_large"], "< 60", sm["report_seconds_large"] < 60)
     if "control_plane" in res:
         c = res["control_plane"]
         s, size = c["summary"], c["default_chunk_size"]
@@ -302,6 +341,10 @@ def targets(res: dict) -> list[dict]:
                    and r["checks"]["shards"] == r["chunks"] for r in c["runs"])
         add("control plane: every chunk delivered, labeled, counted and acknowledged once", 1.0 if once else 0.0,
             "= 1", once)
+    if "startup" in res:
+        from bench import startup as startup_bench
+
+        rows += startup_bench.targets(res["startup"])
     if "gpu" in res:
         g = res["gpu"]
         if "skipped" in g:
@@ -325,6 +368,25 @@ def markdown(res: dict) -> str:
                 ratio = t["median_ratios"].get(f"bulklabel/{name}")
                 lines.append(f"| {name} | {ips[name]:.1f} | {'' if ratio is None else f'{ratio:.2f}'} |")
             lines.append("")
+    if "review" in res:
+        r = res["review"]
+        lines.append(f"**review: export --review-below {r['below']:g} --sample {r['sample']} vs the peer script; "
+                     f"report** (best of {r['rounds']} for export and peer)")
+        lines.append("")
+        lines.append("| records | export s | peer s | ratio | export MiB | peer MiB | ratio | report s | report MiB "
+                     "| HTML bytes | thumbnails |")
+        lines.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for size in r["runs"]:
+            e, p = size["export"], size["report"]
+            lines.append(f"| {size['records']:,} | {e['bulklabel']['seconds']:.2f} | {e['peer']['seconds']:.2f} | "
+                         f"{e['ratio_seconds']:.2f} | {e['bulklabel']['rss_mib']:.0f} | {e['peer']['rss_mib']:.0f} | "
+                         f"{e['ratio_rss']:.2f} | {p['seconds']:.2f} | {p['rss_mib']:.0f} | {p['html_bytes']:,} | "
+                         f"{p['thumbnails']} |")
+        lines.append("")
+    if "startup" in res:
+        from bench import startup as startup_bench
+
+        lines += [startup_bench.markdown(res["startup"], with_targets=False).rstrip("\n"), ""]
     lines += ["| target | measured | goal | met |", "| --- | ---: | --- | --- |"]
     for row in res["targets"]:
         lines.append(f"| {row['target']} | {row['value']} | {row['goal']} | "
@@ -338,8 +400,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="MobileNetV2,Xception")
     ap.add_argument("--only", default="standard,phone,distributed,scaling,memory,incremental,diff,producer,"
-                                      "decode,control-plane,gpu",
-                    help="comma-separated sections to run")
+                                      "decode,control-plane,gpu,review",
+                    help="comma-separated sections to run (also: startup, not run by default)")
     ap.add_argument("--redis", default=os.environ.get("BULKLABEL_REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--corpus-root", default=corpus.DEFAULT_ROOT)
     ap.add_argument("--markdown", metavar="FILE", help="also write the summary table here")
@@ -397,6 +459,10 @@ def main() -> None:
             else:
                 res["control_plane"] = control_plane.measure(
                     [1, 2], 262_144, sorted({256, 1024, 2048, 4096, DEFAULT_CHUNK_SIZE}), rounds=2)
+        if "review" in sections:  # export and report on synthetic results files (bench.review)
+            res["review"] = review(quick, work)
+        if "startup" in sections:  # whole processes, all cores and one core (bench.startup); long
+            res["startup"] = startup(quick, rounds, args.corpus_root, work)
         if "gpu" in sections:  # "skipped: no GPU" on a host without one
             from bench import gpu
 

@@ -6,4 +6,7 @@ It never imports TensorFlow: the model side lives in ``worker``, the queueing si
 ``producer``.
 """
 
+import time
+
 __version__ = "0.1.0"
+STARTED = time.perf_counter()  # when the process began, nearly: what --profile's start-up counts from

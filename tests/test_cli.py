@@ -127,6 +127,11 @@ def test_profile_prints_stage_times(color_model, color_folder, tmp_path):
     data = json.loads(summary.read_text())
     assert data["images"] == len(truth) and data["errors"] == 0 and data["traces"] == 1
     assert data["images_per_second"] > 0 and set(data["stages"]) == {"read", "decode", "wait", "predict", "write"}
+    assert "start-up: command" in result.stdout and "first batch" in result.stdout
+    startup = data["startup"]
+    assert set(startup) == {"command", "TensorFlow import", "model load", "trace", "first batch", "decoded ahead"}
+    assert startup["decoded ahead"] == len(truth)  # every image was decoded while TensorFlow started
+    assert all(v > 0 for v in startup.values())
 
 
 def test_progress_bar_when_asked(color_model, color_folder, tmp_path):

@@ -145,3 +145,32 @@ def test_memory_stays_flat_whatever_the_job_size(model, tmp_path):
     small = _peak_bytes(engine, str(path), 300)
     large = _peak_bytes(engine, str(path), 1200)
     assert large < small * 1.3 + 1_000_000, (small, large)
+
+
+def test_a_prefetched_head_gives_the_same_records_whatever_size_was_guessed(model, color_folder, tmp_path):
+    from worker.inference.prefetch import Prefetch
+
+    folder, truth = color_folder
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    sources = sorted(truth) + [str(bad)]
+    options = EngineOptions(batch_size=4, top_k=2)
+    plain, _ = _run(Engine(model, open_reader(), options), sources)
+    for size in (model.input_size, (model.input_size[0] + 8, model.input_size[1])):  # right, then wrong
+        head = Prefetch(iter(sources), size, model.channels, options.max_pixels, open_reader(), 5, 2)
+        assert [s for s, _ in head.head] == sources[:5]
+        out = []
+        stats = Engine(model, open_reader(), options).run(head.rest, out.extend, prefetched=head)
+        assert out == plain and stats.images == len(sources) and stats.errors == 1
+        assert stats.stages["decode"] > 0 and stats.first_batch is not None
+
+
+def test_the_expected_input_is_told_without_tensorflow(color_model):
+    from bulklabel.options import ModelOptions
+    from worker.inference.prefetch import expected_input
+
+    assert expected_input("keras:Xception", ModelOptions()) == ((299, 299), 3)
+    assert expected_input("keras:MobileNetV2", ModelOptions()) == ((224, 224), 3)
+    assert expected_input(color_model.keras_path, ModelOptions()) == ((32, 32), 3)  # from its metadata
+    assert expected_input(color_model.bare_path, ModelOptions()) is None            # none: load to know
+    assert expected_input(color_model.bare_path, ModelOptions(image_size=(40, 40))) == ((40, 40), 3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import settings
+from .. import STARTED, settings
 from ..options import EngineOptions, ModelOptions, Option, RuntimeOptions, TrainOptions, add_options, from_args
 from ..options.distributed import JSON, PROGRESS
 from ..options.inference import MODEL
@@ -135,7 +135,9 @@ def _runtime(options: RuntimeOptions) -> None:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from worker.inference.classify import ClassifyJob, prepare, run
+    import time
+
+    from worker.inference.classify import ClassifyJob, prefetch, prepare, run
 
     job = ClassifyJob(
         sources=args.sources, model=MODEL.value(args), out=OUT.value(args),
@@ -145,8 +147,11 @@ def _classify(args: argparse.Namespace) -> int:
     )
     runtime = from_args(RuntimeOptions, args)
     prepared = prepare(job)  # fail fast (and lock --out), before TensorFlow starts
+    head = prefetch(job, prepared)  # the first images decode while TensorFlow starts
+    t = time.perf_counter()
     _runtime(runtime)
-    run(job, prepared)
+    startup = {"command": t - STARTED, "TensorFlow import": time.perf_counter() - t}
+    run(job, prepared, head, startup)
     return 0
 
 

@@ -7,6 +7,7 @@ as ``.jsonl`` / ``.csv`` / ``.parquet``. ``--config-out`` writes the matching la
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -76,6 +77,16 @@ def _write_json_list(path: str, items: Iterable[dict]) -> int:
 
 def run(records: Records, opts: ExportOptions) -> dict:
     check(opts)
+    collecting = gc.isenabled()
+    gc.disable()  # records hold no cycles; collections over the kept ones cost a third of the time
+    try:
+        return _run(records, opts)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run(records: Records, opts: ExportOptions) -> dict:
     selection = opts.selection or Selection()
     urls = opts.image_urls or ImageUrls()
     seen_labels: dict[str, None] = {}

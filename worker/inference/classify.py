@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bulklabel.options import EngineOptions, ModelOptions
 from bulklabel.output_lock import OutputLock
@@ -19,6 +21,9 @@ from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import s3_lister
 
 from .engine import JobStats, open_engine
+
+if TYPE_CHECKING:
+    from .prefetch import Prefetch
 
 
 @dataclass
@@ -60,42 +65,70 @@ def prepare(job: ClassifyJob) -> Prepared:
         raise
 
 
-def run(job: ClassifyJob, prepared: Prepared | None = None) -> JobStats:
-    """Label the job's sources into its output (``prepared`` as ``prepare`` returns it)."""
+def prefetch(job: ClassifyJob, prepared: Prepared) -> Prefetch | None:
+    """Start reading and decoding the job's first images (``worker.inference.prefetch``), before
+    TensorFlow starts; None when the model's input size cannot be told without loading it."""
+    from bulklabel.storage import open_reader
+
+    from .engine import decode_threads
+    from .prefetch import Prefetch, expected_input
+
+    expected = expected_input(job.model, job.model_options)
+    if expected is None:
+        return None
+    opts = job.engine_options
+    count = 2 * (opts.batch_size or 32)
+    return Prefetch(_todo(job, prepared.done), expected[0], expected[1], opts.max_pixels,
+                    open_reader(opts.io_threads, opts.max_bytes), count, decode_threads(opts))
+
+
+def run(job: ClassifyJob, prepared: Prepared | None = None, head: Prefetch | None = None,
+        startup: dict[str, float] | None = None) -> JobStats:
+    """Label the job's sources into its output (``prepared`` as ``prepare`` returns it; ``head``
+    as ``prefetch`` returns it; ``startup``: seconds of the stages before, for --profile)."""
     prepared = prepared or prepare(job)
     try:
-        return _run(job, prepared)
+        return _run(job, prepared, head, dict(startup or {}))
     finally:
         prepared.lock.release()
+        if head is not None:
+            head.cancel()
 
 
-def _run(job: ClassifyJob, prepared: Prepared) -> JobStats:
+def _todo(job: ClassifyJob, done: set[str]) -> Iterator[str]:
+    return (s for s in iter_sources(job.sources, s3_lister()) if s not in done)
+
+
+def _run(job: ClassifyJob, prepared: Prepared, head: Prefetch | None, startup: dict[str, float]) -> JobStats:
     from .models import load_model
-
-    done = prepared.done
 
     t = time.perf_counter()
     model = load_model(job.model, job.model_options)
     for note in model.warnings:
         print(f"bulklabel: note: {note}", file=sys.stderr)
     engine = open_engine(model, job.engine_options)
-    engine.warmup()
-    load_seconds = time.perf_counter() - t
-
-    def todo():
-        return (s for s in iter_sources(job.sources, s3_lister()) if s not in done)
+    startup["model load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    engine.warmup(compute=False)  # trace only: the first real batch runs the model first
+    startup["trace"] = time.perf_counter() - t
+    load_seconds = startup["model load"] + startup["trace"]
 
     sink = open_sink(job.out, append=job.resume)
-    bar = ProgressBar(enabled=job.progress, total=BackgroundCounter(todo()))
+    bar = ProgressBar(enabled=job.progress, total=BackgroundCounter(_todo(job, prepared.done)))
+    todo = head.rest if head is not None else _todo(job, prepared.done)
     try:
-        stats = engine.run(todo(), sink.write, lambda s: bar.update(s.images, s.errors))
+        stats = engine.run(todo, sink.write, lambda s: bar.update(s.images, s.errors), prefetched=head)
     finally:
         sink.close()
     bar.close(stats.images, stats.errors)
+    if stats.first_batch is not None:
+        startup["first batch"] = stats.first_batch
+    if head is not None:
+        startup["decoded ahead"] = float(head.decoded_ahead)
     if job.resume:
         n = len(prepared.scan.damaged) if prepared.scan else 0
         dropped = f"; {n} damaged line{'s' if n != 1 else ''} dropped and {'its image' if n == 1 else 'their images'}"
-        print(f"resumed: {len(done)} images already had a record in {job.out} and were skipped"
+        print(f"resumed: {len(prepared.done)} images already had a record in {job.out} and were skipped"
               + (f"{dropped} labeled again" if n else ""))
     print(
         f"classified {stats.images} images ({stats.errors} errors) in {stats.seconds:.1f} s, "
@@ -103,6 +136,7 @@ def _run(job: ClassifyJob, prepared: Prepared) -> JobStats:
         f"wrote {os.path.abspath(job.out)}"
     )
     if job.profile:
+        print(f"start-up: {_startup_text(startup)}")
         print(f"stage times: {stats.profile()}; traces: {engine.predictor.traces}")
     if job.summary_json:
         import json
@@ -112,5 +146,11 @@ def _run(job: ClassifyJob, prepared: Prepared) -> JobStats:
                        "images_per_second": round(stats.rate, 3), "load_seconds": round(load_seconds, 3),
                        "model": model.model_id, "batch_size": engine.predictor.batch_size,
                        "stages": {k: round(v, 4) for k, v in stats.stages.items()},
-                       "traces": engine.predictor.traces, "out": os.path.abspath(job.out)}, f, indent=2)
+                       "traces": engine.predictor.traces, "startup": {k: round(v, 4) for k, v in startup.items()},
+                       "out": os.path.abspath(job.out)}, f, indent=2)
     return stats
+
+
+def _startup_text(startup: dict[str, float]) -> str:
+    parts = [f"{k} {v:.0f} images" if k == "decoded ahead" else f"{k} {v:.2f}s" for k, v in startup.items()]
+    return ", ".join(parts)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from bulklabel.storage import SourceReader, open_reader
 from .decode import decode_image
 from .models import LoadedModel
 from .predictor import Predictor, ranked, top_k
+
+if TYPE_CHECKING:
+    from .prefetch import Prefetch
 
 STAGES = ("read", "decode", "wait", "predict", "write")
 
@@ -56,6 +60,7 @@ class JobStats:
     errors: int = 0
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    first_batch: float | None = None  # seconds from the start of run() to the first records
 
     @property
     def rate(self) -> float:
@@ -88,18 +93,26 @@ class Engine:
         self.predictor = Predictor(model, self.options.batch_size)
         self._lock = threading.Lock()
 
-    def warmup(self) -> None:
-        """Trace and run the model once so the first real batch pays nothing extra."""
-        self.predictor.warmup()
+    def warmup(self, compute: bool = True) -> None:
+        """Trace the model (and with ``compute`` run it once: ``Predictor.warmup``)."""
+        self.predictor.warmup(compute)
 
-    def run(self, sources: Iterable[str], emit: Emit, progress: Progress | None = None) -> JobStats:
+    def run(self, sources: Iterable[str], emit: Emit, progress: Progress | None = None,
+            prefetched: Prefetch | None = None) -> JobStats:
+        """Label ``sources``; ``prefetched``: the first of them, read and decoded already
+        (``worker.inference.prefetch``), used as they are when decoded at this model's size."""
         opts = self.options
         stats = JobStats()
         start = time.perf_counter()
+        head: list[tuple[str, Future]] = []
+        if prefetched is not None:
+            head, sources = prefetched.handover(self.model.input_size, self.model.channels,
+                                                self.options.max_pixels, sources)
         listing = iter(sources)
-        first = next(listing, None)
+        first = head[0][0] if head else next(listing, None)
         exhausted = first is None
-        listing = itertools.chain([first], listing) if first is not None else listing
+        if first is not None and not head:
+            listing = itertools.chain([first], listing)
         io_threads = opts.io_threads
         if not io_threads and first is not None and hasattr(self.reader, "io_threads_for"):
             io_threads = self.reader.io_threads_for(first)
@@ -107,7 +120,7 @@ class Engine:
         io_pool = ThreadPoolExecutor(io_threads, "bulklabel-read") if io_threads else None
         max_inflight = 2 * opts.batch_size + io_threads + decode_threads(opts)
         batch = self.predictor.new_batch()
-        inflight: deque[tuple[str, Future]] = deque()
+        inflight: deque[tuple[str, Future]] = deque(head)
         pending: list[tuple[str, int | str]] = []  # (source, batch row) or (source, error reason)
         filled = 0
 
@@ -129,6 +142,8 @@ class Engine:
             t = time.perf_counter()
             emit(out)
             stats.stages["write"] += time.perf_counter() - t
+            if stats.first_batch is None:
+                stats.first_batch = time.perf_counter() - start
             stats.images += len(out)
             stats.seconds = time.perf_counter() - start
             pending, filled = [], 0
@@ -165,52 +180,67 @@ class Engine:
             if io_pool:
                 io_pool.shutdown(wait=True, cancel_futures=True)
         stats.seconds = time.perf_counter() - start
+        if prefetched is not None:
+            prefetched.add_stages(stats)
         return stats
 
     def _submit(self, source: str, decode_pool, io_pool, stats: JobStats) -> Future:
         """Start reading and decoding ``source``; the future holds pixels or an error reason."""
         out: Future = Future()
-        size, channels, max_pixels = self.model.input_size, self.model.channels, self.options.max_pixels
-
-        def add(stage: str, seconds: float) -> None:
-            with self._lock:
-                stats.stages[stage] += seconds
-
-        def decode(data: bytes) -> None:
-            t = time.perf_counter()
-            try:
-                out.set_result(decode_image(data, size, channels, max_pixels))
-            except ImageError as exc:
-                out.set_result(exc.reason)
-            except Exception as exc:  # a decoder bug must not stop the job
-                out.set_result(f"cannot decode image ({type(exc).__name__}: {exc})")
-            finally:
-                add("decode", time.perf_counter() - t)
-
-        def read() -> bytes | None:
-            t = time.perf_counter()
-            try:
-                return self.reader.read(source)
-            except ImageError as exc:
-                out.set_result(exc.reason)
-            except Exception as exc:
-                out.set_result(f"cannot read ({type(exc).__name__}: {exc})")
-            finally:
-                add("read", time.perf_counter() - t)
-            return None
-
-        def read_then_decode() -> None:
-            data = read()
-            if data is not None:
-                decode(data)
-
+        work = ImageWork(self.reader, self.model.input_size, self.model.channels, self.options.max_pixels,
+                         stats, self._lock)
         if io_pool is None:
-            decode_pool.submit(read_then_decode)
+            decode_pool.submit(work.read_then_decode, source, out)
         else:
             def fetched() -> None:
-                data = read()
+                data = work.read(source, out)
                 if data is not None:
-                    decode_pool.submit(decode, data)
+                    decode_pool.submit(work.decode, data, out)
 
             io_pool.submit(fetched)
         return out
+
+
+@dataclass
+class ImageWork:
+    """Read and decode one image into a future: pixels, or the reason it cannot be used.
+    Stage seconds are added to ``stats`` (under ``lock``: the work runs on pool threads)."""
+
+    reader: SourceReader
+    size: tuple[int, int]
+    channels: int
+    max_pixels: int
+    stats: JobStats
+    lock: threading.Lock
+
+    def _add(self, stage: str, seconds: float) -> None:
+        with self.lock:
+            self.stats.stages[stage] += seconds
+
+    def decode(self, data: bytes, out: Future) -> None:
+        t = time.perf_counter()
+        try:
+            out.set_result(decode_image(data, self.size, self.channels, self.max_pixels))
+        except ImageError as exc:
+            out.set_result(exc.reason)
+        except Exception as exc:  # a decoder bug must not stop the job
+            out.set_result(f"cannot decode image ({type(exc).__name__}: {exc})")
+        finally:
+            self._add("decode", time.perf_counter() - t)
+
+    def read(self, source: str, out: Future) -> bytes | None:
+        t = time.perf_counter()
+        try:
+            return self.reader.read(source)
+        except ImageError as exc:
+            out.set_result(exc.reason)
+        except Exception as exc:
+            out.set_result(f"cannot read ({type(exc).__name__}: {exc})")
+        finally:
+            self._add("read", time.perf_counter() - t)
+        return None
+
+    def read_then_decode(self, source: str, out: Future) -> None:
+        data = self.read(source, out)
+        if data is not None:
+            self.decode(data, out)

@@ -75,8 +75,18 @@ class Predictor:
         out = self._to_numpy(self._fn(batch))
         return out[: self.batch_size if count is None else count]
 
-    def warmup(self) -> None:
-        self.predict(self.new_batch(), 0)
+    def warmup(self, compute: bool = True) -> None:
+        """Trace the call, and with ``compute`` also run it once on a batch of zeros.
+
+        Tracing alone costs a fraction of a second and surfaces a model that cannot run at
+        this shape; computing a batch of zeros costs a whole batch of the model (seconds for a
+        heavy one) but makes the first real batch as fast as the rest. A worker that loads
+        once and then waits for chunks computes; a one-off job traces only, and its first
+        real batch does the rest."""
+        if compute:
+            self.predict(self.new_batch(), 0)
+        elif hasattr(self._fn, "get_concrete_function"):  # TensorFlow: trace, run nothing
+            self._fn.get_concrete_function()
 
 
 def scores(y, output: str):
