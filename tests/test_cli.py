@@ -131,6 +131,7 @@ def test_profile_prints_stage_times(color_model, color_folder, tmp_path):
     startup = data["startup"]
     assert set(startup) == {"command", "TensorFlow import", "model load", "trace", "first batch", "decoded ahead"}
     assert startup["decoded ahead"] == len(truth)  # every image was decoded while TensorFlow started
+    assert data["batch_size"] == len(truth)  # a job smaller than a batch: one call of its size, no padding
     assert all(v > 0 for v in startup.values())
 
 

@@ -174,3 +174,25 @@ def test_the_expected_input_is_told_without_tensorflow(color_model):
     assert expected_input(color_model.keras_path, ModelOptions()) == ((32, 32), 3)  # from its metadata
     assert expected_input(color_model.bare_path, ModelOptions()) is None            # none: load to know
     assert expected_input(color_model.bare_path, ModelOptions(image_size=(40, 40))) == ((40, 40), 3)
+
+
+def test_decode_threads_run_at_low_priority_unless_asked(model, color_folder):
+    import os
+    import threading
+
+    folder, truth = color_folder
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    class Recording:
+        def __init__(self):
+            self.inner, self.seen = open_reader(), set()
+
+        def read(self, location):
+            self.seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return self.inner.read(location)
+
+    for priority, expected in (("low", min(19, mine + 10)), ("normal", mine)):
+        reader = Recording()
+        Engine(model, reader, EngineOptions(batch_size=4, decode_priority=priority)).run(sorted(truth), list)
+        assert reader.seen == {expected}, priority
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's thread is untouched

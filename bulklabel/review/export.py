@@ -7,7 +7,6 @@ as ``.jsonl`` / ``.csv`` / ``.parquet``. ``--config-out`` writes the matching la
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..sinks import open_sink, output_format
+from .gc_pause import gc_paused
 from .image_urls import ImageUrlError, ImageUrls
 from .labelstudio import FROM_NAME, TO_NAME, labeling_config, task
 from .select import Selection
@@ -77,13 +77,8 @@ def _write_json_list(path: str, items: Iterable[dict]) -> int:
 
 def run(records: Records, opts: ExportOptions) -> dict:
     check(opts)
-    collecting = gc.isenabled()
-    gc.disable()  # records hold no cycles; collections over the kept ones cost a third of the time
-    try:
+    with gc_paused():
         return _run(records, opts)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _run(records: Records, opts: ExportOptions) -> dict:

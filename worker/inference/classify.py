@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bulklabel.options import EngineOptions, ModelOptions
@@ -21,6 +21,7 @@ from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import s3_lister
 
 from .engine import JobStats, open_engine
+from .runtime import default_batch_size
 
 if TYPE_CHECKING:
     from .prefetch import Prefetch
@@ -106,7 +107,11 @@ def _run(job: ClassifyJob, prepared: Prepared, head: Prefetch | None, startup: d
     model = load_model(job.model, job.model_options)
     for note in model.warnings:
         print(f"bulklabel: note: {note}", file=sys.stderr)
-    engine = open_engine(model, job.engine_options)
+    options = job.engine_options
+    if head is not None and head.whole_job and 0 < len(head.head) < (options.batch_size or default_batch_size()):
+        # A job smaller than a batch: one call of exactly its size, no padding computed for nothing.
+        options = replace(options, batch_size=len(head.head))
+    engine = open_engine(model, options)
     startup["model load"] = time.perf_counter() - t
     t = time.perf_counter()
     engine.warmup(compute=False)  # trace only: the first real batch runs the model first

@@ -54,6 +54,23 @@ def decode_threads(options: EngineOptions) -> int:
     return options.decode_threads or max(2, usable_cores())
 
 
+LOW_PRIORITY = 10  # niceness added to decode threads: CFS then gives them ~1/10 of a contended core
+
+
+def lower_thread_priority(by: int = LOW_PRIORITY) -> None:
+    """Make the calling thread nicer (Linux: niceness is per thread). Used as the decode
+    pool's initializer with --decode-priority low: where the model is the bottleneck, its
+    threads win the cores from decoding the images of batches to come (fewer preempted
+    TensorFlow threads holding up a parallel op); where decoding is, the model's threads
+    are idle most of the time and decoding gets the cores anyway. Measured in
+    docs/benchmarks.md ("Start-up and CPU scheduling")."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except (AttributeError, OSError):  # not Linux, or not allowed: run as is
+        pass
+
+
 @dataclass
 class JobStats:
     images: int = 0
@@ -116,7 +133,8 @@ class Engine:
         io_threads = opts.io_threads
         if not io_threads and first is not None and hasattr(self.reader, "io_threads_for"):
             io_threads = self.reader.io_threads_for(first)
-        decode_pool = ThreadPoolExecutor(decode_threads(opts), "bulklabel-decode")
+        decode_pool = ThreadPoolExecutor(decode_threads(opts), "bulklabel-decode",
+                                         initializer=lower_thread_priority if opts.decode_priority == "low" else None)
         io_pool = ThreadPoolExecutor(io_threads, "bulklabel-read") if io_threads else None
         max_inflight = 2 * opts.batch_size + io_threads + decode_threads(opts)
         batch = self.predictor.new_batch()

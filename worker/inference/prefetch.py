@@ -65,6 +65,7 @@ class Prefetch:
             self._pool.submit(work.read_then_decode, source, out)
             self.head.append((source, out))
         self._pool.shutdown(wait=False)  # its threads end when the head is decoded
+        self.whole_job = len(self.head) < count  # the listing ended within the head: the job's size is known
 
     def handover(self, size: tuple[int, int], channels: int, max_pixels: int,
                  sources: Iterable[str]) -> tuple[list[tuple[str, Future]], Iterable[str]]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...storage.local import write_atomic
+from ..gc_pause import gc_paused
 from . import page
 from .tally import SEED, Tally
 from .thumbs import make_thumbs
@@ -33,7 +34,8 @@ def write_report(batches: Iterable[list[dict]], summary: dict[str, Any] | None, 
     (of the file), seconds."""
     start = time.perf_counter()
     thumb_px = max(16, min(512, int(thumb_px)))
-    tally = Tally(per_label, lowest, max_errors, seed).add_all(batches)
+    with gc_paused():
+        tally = Tally(per_label, lowest, max_errors, seed).add_all(batches)
     wanted = [source for name, _ in tally.ranked_labels()[:max(0, sheet_labels)]
               for source, _ in tally.sample(name)]
     wanted += [item.source for item in tally.lowest()]
