@@ -196,3 +196,23 @@ def test_decode_threads_run_at_low_priority_unless_asked(model, color_folder):
         Engine(model, reader, EngineOptions(batch_size=4, decode_priority=priority)).run(sorted(truth), list)
         assert reader.seen == {expected}, priority
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's thread is untouched
+
+
+def test_auto_decode_priority_follows_the_bottleneck():
+    from worker.inference.engine import DecodePools
+
+    pools = DecodePools(1, "auto", batch_size=4)
+    try:
+        assert pools.mode == "normal"   # filling the pipeline: decoding goes first
+        pools.observe(ready=4)          # a batch decoded ahead: the model is the bottleneck
+        assert pools.mode == "low"
+        pools.observe(ready=3)          # less than a batch ready: decoding is behind
+        assert pools.mode == "normal"
+        pools.observe(ready=9)
+        assert pools.mode == "low" and pools.low_batches == 2
+        fixed = DecodePools(1, "normal", batch_size=4)
+        fixed.observe(ready=9)
+        assert fixed.mode == "normal"
+        fixed.shutdown()
+    finally:
+        pools.shutdown()

@@ -42,9 +42,9 @@ DECODE_THREADS = Option(
     ("--decode-threads",), metavar="N", default="0", parse=settings.non_negative_int,
     help="threads reading and decoding images (default 0: one per usable core)")
 DECODE_PRIORITY = Option(
-    ("--decode-priority",), metavar="P", default="low", choices=("low", "normal"),
-    help="CPU priority of the decode threads: low (default; the model's threads go first when "
-         "both want a core, decoding takes every other moment) or normal")
+    ("--decode-priority",), metavar="P", default="auto", choices=("auto", "low", "normal"),
+    help="CPU priority of the decode threads: auto (default: low while the model is the "
+         "bottleneck, so its threads win the cores; normal while it waits for images), low or normal")
 IO_THREADS = Option(
     ("--io-threads",), metavar="N", default="0", parse=settings.non_negative_int,
     help="reads in flight (default: 128 for s3:// images, none for local files, which are read "
@@ -87,7 +87,7 @@ class EngineOptions:
     batch_size: int = setting(BATCH_SIZE)          # 0: chosen for the device
     top_k: int = setting(TOP_K)
     decode_threads: int = setting(DECODE_THREADS)  # 0: one per usable core
-    decode_priority: str = setting(DECODE_PRIORITY)  # low: niceness +10 for the decode threads
+    decode_priority: str = setting(DECODE_PRIORITY)  # auto | low (niceness +10) | normal
     io_threads: int = setting(IO_THREADS)          # 0: as the reader advises
     max_pixels: int = setting(MAX_PIXELS)
     max_bytes: int = setting(MAX_BYTES)

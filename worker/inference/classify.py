@@ -142,7 +142,8 @@ def _run(job: ClassifyJob, prepared: Prepared, head: Prefetch | None, startup: d
     )
     if job.profile:
         print(f"start-up: {_startup_text(startup)}")
-        print(f"stage times: {stats.profile()}; traces: {engine.predictor.traces}")
+        print(f"stage times: {stats.profile()}; traces: {engine.predictor.traces}; decode priority low for "
+              f"{stats.low_priority_batches} of {-(-stats.images // engine.predictor.batch_size)} batches")
     if job.summary_json:
         import json
 

@@ -71,6 +71,39 @@ def lower_thread_priority(by: int = LOW_PRIORITY) -> None:
         pass
 
 
+class DecodePools:
+    """The decode threads, at the priority the job needs now (``--decode-priority``).
+
+    ``low``/``normal``: always that. ``auto`` (the default) looks, after every batch, at how
+    many decoded images are ready and waiting for the model: a full batch or more means
+    decoding is ahead (the model is the bottleneck: a heavy model, few cores), and new
+    decodes go to low-priority threads, so the model's threads win the cores; fewer means
+    decoding is behind (big photos, a light model, a fast CPU), and they run at normal
+    priority. A thread's niceness cannot be lowered again without privileges, so each
+    priority has its own pool (threads start on first use)."""
+
+    def __init__(self, threads: int, priority: str, batch_size: int):
+        self.priority, self.batch_size = priority, batch_size
+        self.mode = "low" if priority == "low" else "normal"
+        self._pools = {"normal": ThreadPoolExecutor(threads, "bulklabel-decode"),
+                       "low": ThreadPoolExecutor(threads, "bulklabel-decode-low",
+                                                 initializer=lower_thread_priority)}
+        self.low_batches = 0
+
+    def submit(self, fn, *args) -> Future:
+        return self._pools[self.mode].submit(fn, *args)
+
+    def observe(self, ready: int) -> None:
+        """After a batch: ``ready`` decoded images are waiting for the next ones."""
+        if self.priority == "auto":
+            self.mode = "low" if ready >= self.batch_size else "normal"
+        self.low_batches += self.mode == "low"
+
+    def shutdown(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class JobStats:
     images: int = 0
@@ -78,6 +111,7 @@ class JobStats:
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     first_batch: float | None = None  # seconds from the start of run() to the first records
+    low_priority_batches: int = 0     # batches whose images were decoded at low priority (auto)
 
     @property
     def rate(self) -> float:
@@ -133,8 +167,7 @@ class Engine:
         io_threads = opts.io_threads
         if not io_threads and first is not None and hasattr(self.reader, "io_threads_for"):
             io_threads = self.reader.io_threads_for(first)
-        decode_pool = ThreadPoolExecutor(decode_threads(opts), "bulklabel-decode",
-                                         initializer=lower_thread_priority if opts.decode_priority == "low" else None)
+        decode_pool = DecodePools(decode_threads(opts), opts.decode_priority, opts.batch_size)
         io_pool = ThreadPoolExecutor(io_threads, "bulklabel-read") if io_threads else None
         max_inflight = 2 * opts.batch_size + io_threads + decode_threads(opts)
         batch = self.predictor.new_batch()
@@ -150,6 +183,7 @@ class Engine:
                 scores = self.predictor.predict(batch, filled)
                 idx, val = top_k(scores, opts.top_k)
                 stats.stages["predict"] += time.perf_counter() - t
+                decode_pool.observe(sum(1 for _, f in inflight if f.done()))
                 best = ranked(self.model, idx, val)
             for source, slot in pending:
                 if isinstance(slot, int):
@@ -194,10 +228,11 @@ class Engine:
             if pending:
                 flush()
         finally:
-            decode_pool.shutdown(wait=True, cancel_futures=True)
+            decode_pool.shutdown()
             if io_pool:
                 io_pool.shutdown(wait=True, cancel_futures=True)
         stats.seconds = time.perf_counter() - start
+        stats.low_priority_batches = decode_pool.low_batches
         if prefetched is not None:
             prefetched.add_stages(stats)
         return stats
