@@ -89,7 +89,8 @@ def _is_job_folder(storage, job_id: str) -> bool:
 def _folder(source: str, model: str | None) -> Records | None:
     """A job folder, or a DEST of job folders; None if ``source`` is neither."""
     parent, name = _split_folder(source)
-    if parent and name and name not in (SUCCESS, MANIFEST):
+    bucket_only = source.startswith("s3://") and "/" not in source[len("s3://"):].strip("/")
+    if parent and name and name not in (SUCCESS, MANIFEST) and not bucket_only:
         storage = open_storage(parent)
         if _is_job_folder(storage, name):
             if model is not None:
