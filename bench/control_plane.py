@@ -47,6 +47,8 @@ from collections import defaultdict
 
 import redis
 
+from bench import save_json
+
 PY = sys.executable
 GPU_RATE = 3000          # images/s of the reference GPU (ResNet50-class, modern GPU, mixed precision)
 UTILISATION = 0.7        # of one Redis core, leaving headroom for bursts, status polling, AOF rewrites
@@ -649,9 +651,7 @@ def main(argv: list[str] | None = None) -> None:
                   pin=not args.no_pin, rounds=args.rounds,
                   replay_clients=tuple(int(c) for c in args.replay_clients.split(",") if c),
                   replay_seconds=args.replay_seconds)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    save_json(res, args.json)
     print(report(res))
 
 

@@ -17,13 +17,12 @@ DCT scaling pays. These are the figures ``worker.serving.plan`` turns into cores
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 
-from bench import corpus
+from bench import corpus, save_json
 
 SIZES = (224, 299)
 
@@ -128,9 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
     res = measure(args.corpus_root, args.standard, args.phone)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    save_json(res, args.json)
     print(report(res))
 
 

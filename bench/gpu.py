@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from bench import corpus
+from bench import corpus, save_json
 
 PY = sys.executable
 ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("BULKLABEL_")}, "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -204,9 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     res = measure(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.images,
                   args.corpus_root, decode=not args.no_decode)
     res["summary"] = summary(res) if "skipped" not in res else {}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    save_json(res, args.json)
     print(report(res))
 
 

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from bench import save_json
+
 MODEL = "keras:MobileNetV2@bench"
 UPDATE = 1000
 TARGETS = {"seconds": 60.0, "peak_rss_mib": 1024.0}
@@ -193,9 +195,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.keys, args.new)))
         return
     result = run_diff_bench(args.keys, args.new)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    save_json(result, args.json)
     print(json.dumps(result))
 
 

@@ -38,6 +38,8 @@ import tempfile
 import time
 from urllib.parse import quote
 
+from bench import save_json
+
 BELOW = 0.2
 SAMPLE = 1000
 LABELS = 1000
@@ -328,9 +330,7 @@ def main() -> None:
         return
     result = measure(list(QUICK_SIZES) if args.quick else args.records, args.below, args.sample,
                      1 if args.quick else args.rounds)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    save_json(result, args.json)
     print(json.dumps(result))
 
 

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 
-from bench import corpus
+from bench import corpus, save_json
 
 PY = sys.executable
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -318,9 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["targets"] = targets(res)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    save_json(res, args.json)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(res))
