@@ -168,6 +168,7 @@ class Engine:
         if not io_threads and first is not None and hasattr(self.reader, "io_threads_for"):
             io_threads = self.reader.io_threads_for(first)
         decode_pool = DecodePools(decode_threads(opts), opts.decode_priority, opts.batch_size)
+        work = ImageWork(self.reader, self.model.input_size, self.model.channels, opts.max_pixels, stats, self._lock)
         io_pool = ThreadPoolExecutor(io_threads, "bulklabel-read") if io_threads else None
         max_inflight = 2 * opts.batch_size + io_threads + decode_threads(opts)
         batch = self.predictor.new_batch()
@@ -209,7 +210,7 @@ class Engine:
                     if source is None:
                         exhausted = True
                     else:
-                        inflight.append((source, self._submit(source, decode_pool, io_pool, stats)))
+                        inflight.append((source, self._submit(source, work, decode_pool, io_pool)))
                 if not inflight:
                     break
                 source, future = inflight.popleft()
@@ -237,11 +238,9 @@ class Engine:
             prefetched.add_stages(stats)
         return stats
 
-    def _submit(self, source: str, decode_pool, io_pool, stats: JobStats) -> Future:
+    def _submit(self, source: str, work: ImageWork, decode_pool, io_pool) -> Future:
         """Start reading and decoding ``source``; the future holds pixels or an error reason."""
         out: Future = Future()
-        work = ImageWork(self.reader, self.model.input_size, self.model.channels, self.options.max_pixels,
-                         stats, self._lock)
         if io_pool is None:
             decode_pool.submit(work.read_then_decode, source, out)
         else:
