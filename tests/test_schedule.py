@@ -411,7 +411,9 @@ def test_one_scheduler_fires_a_standby_takes_over_and_catches_up(broker, redis_c
     wait_for(lambda: len(outcomes(redis_client, "every")) == 2, 10, "slot 10:02 to be handled")
     assert outcomes(redis_client, "every")[-1] == ("1002", "skipped")
     assert "still queued" in history.runs(redis_client, "every")[0]["reason"]
-    assert not job_exists("every-20260105T1002") and "10:02 UTC skipped" in a.log()
+    assert not job_exists("every-20260105T1002")
+    # logged by the holder: a, or b if a slow moment cost a its lease (seen once in CI)
+    wait_for(lambda: "10:02 UTC skipped" in a.log() + b.log(), 10, "the skip to be logged")
     store.cancel("every-20260105T1001", "done with it")
 
     # the holder dies; the standby takes over within the lease and fires the slot that came meanwhile
