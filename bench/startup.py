@@ -11,11 +11,14 @@ Every pipeline runs a small job (the "start-up job") and a large one (the "whole
 same corpus. The marginal rate, (N_large - N_small) / (T_large - T_small), is taken within each
 round, so start-up cancels out; the fixed cost is T_small - N_small / marginal rate.
 
-Regimes: ``all`` (no pinning) and ``one`` (the same commands under ``taskset -c CPU``, one core:
-the model-bound regime, simulated on any host). Cases (defaults): ``mobilenet``, MobileNetV2 224
-on the standard corpus of 602 photos, jobs of 75 and 602 images; ``xception``, Xception 299 on
-the same corpus, 18 and 150; ``phone``, MobileNetV2 on 100 12 MP photos, 12 and 100 (all cores
-only unless ``--phone-regimes all,one``).
+Regimes: ``all`` (no pinning), ``one`` (the same commands under ``taskset -c CPU``, one core:
+the model-bound regime, simulated on any host) and ``avx2`` (all cores, oneDNN's kernels limited
+to AVX2 with ``ONEDNN_MAX_CPU_ISA=AVX2``: an AVX2-only host's model speed on an AVX-512 one).
+Cases (defaults): ``mobilenet``, MobileNetV2 224 on the standard corpus of 602 photos, jobs of 75
+and 602 images; ``xception``, Xception 299 on the same corpus, 18 and 150; ``phone``, MobileNetV2
+on the 100 12 MP photos cycled, jobs of 200 and 400 (all cores only unless ``--phone-regimes``):
+both past the start-up window (tf.data's AUTOTUNE ramp, bulklabel's decode-ahead of at most 8
+batches), so the marginal rate is the steady one of each pipeline.
 
 Rounds are interleaved: in each round every regime, every size and every pipeline runs once,
 pipelines in an order rotated per round. Reported: medians over rounds; the ratios
@@ -24,7 +27,7 @@ bulklabel finishes no later) are taken within each round, then the median.
 
 Output: one JSON line on stdout (and ``--json FILE``), tables with ``--markdown FILE``.
 ``--quick``: MobileNetV2 only, jobs of 4 and 48 images (the 12-image corpus, cycled), one round,
-both regimes (under a minute on 2 cores). ``bench.run --only startup`` runs it as a section.
+regimes all and one (under a minute on 2 cores). ``bench.run --only startup`` runs it as a section.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 CASES = {
     "mobilenet": {"model": "MobileNetV2", "side": 224, "corpus": "standard", "sizes": (75, 602), "finish": "small"},
     "xception": {"model": "Xception", "side": 299, "corpus": "standard", "sizes": (18, 150), "finish": "large"},
-    "phone": {"model": "MobileNetV2", "side": 224, "corpus": "phone", "sizes": (12, 100), "finish": None},
+    "phone": {"model": "MobileNetV2", "side": 224, "corpus": "phone", "sizes": (200, 400), "finish": None},
 }
-REGIMES = {"all": "all cores", "one": "one core"}
+REGIMES = {"all": "all cores", "one": "one core", "avx2": "all cores, oneDNN AVX2 only"}
+REGIME_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
 MARGINAL_GOAL = {"mobilenet": 1.0, "xception": 1.0, "phone": 2.0}
 
 
@@ -60,13 +64,13 @@ def _tail(path: str, n: int = 3000) -> str:
         return f.read()[-n:]
 
 
-def timed(cmd: list[str], work: str) -> dict:
+def timed(cmd: list[str], work: str, env: dict | None = None) -> dict:
     """Run ``cmd`` to completion: wall seconds around the whole process, peak RSS (MiB) from the
     kernel; stdout and stderr go to files (a pipe left unread could stall a chatty child)."""
     out_path, err_path = os.path.join(work, "stdout.txt"), os.path.join(work, "stderr.txt")
     with open(out_path, "w") as out, open(err_path, "w") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env={**ENV, **(env or {})}, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -82,7 +86,8 @@ def _lines(path: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def job(pipeline: str, listing: str, n: int, model: str, pin: str | None, work: str) -> dict:
+def job(pipeline: str, listing: str, n: int, model: str, pin: str | None, work: str,
+        env: dict | None = None) -> dict:
     """One whole job in its own process; checks it labeled all ``n`` images."""
     out = os.path.join(work, f"{pipeline}.jsonl")
     for stale in (out, os.path.join(work, "summary.json")):
@@ -97,7 +102,7 @@ def job(pipeline: str, listing: str, n: int, model: str, pin: str | None, work: 
         cmd = [PY, "-m", "bench.pipelines", name, listing, model, out]
     if pin is not None:
         cmd = [shutil.which("taskset"), "-c", pin] + cmd
-    r = timed(cmd, work)
+    r = timed(cmd, work, env)
     row = {"seconds": round(r["wall"], 4), "rss_mib": round(r["rss_mib"], 1)}
     if pipeline == "bulklabel":
         with open(summary) as f:
@@ -168,12 +173,12 @@ def measure(cases: dict[str, dict], regimes: list[str], pipelines: list[str], ro
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     regime_info: dict[str, dict] = {}
     for reg in regimes:
-        if reg == "all":
-            regime_info[reg] = {"label": REGIMES[reg], "cpus": len(cpus), "pin": None}
+        if reg in ("all", "avx2"):
+            regime_info[reg] = {"label": REGIMES[reg], "cpus": len(cpus), "pin": None, "env": REGIME_ENV.get(reg, {})}
         elif taskset is None:
             regime_info[reg] = {"label": REGIMES[reg], "skipped": "taskset not found"}
         else:
-            regime_info[reg] = {"label": REGIMES[reg], "cpus": 1, "pin": str(cpus[0])}
+            regime_info[reg] = {"label": REGIMES[reg], "cpus": 1, "pin": str(cpus[0]), "env": {}}
     res: dict = {"regimes": {}}
     for reg, info in regime_info.items():
         res["regimes"][reg] = dict(info, cases={}) if "skipped" not in info else dict(info)
@@ -192,7 +197,8 @@ def measure(cases: dict[str, dict], regimes: list[str], pipelines: list[str], ro
             for reg in live if i % 2 == 0 else live[::-1]:
                 for label, n in sizes if i % 2 == 0 else sizes[::-1]:
                     for p in order:
-                        row = job(p, lists[label], n, case["model"], regime_info[reg]["pin"], work)
+                        row = job(p, lists[label], n, case["model"], regime_info[reg]["pin"], work,
+                                  regime_info[reg]["env"])
                         runs[reg][p][i][label] = row
                         print(f"  startup {reg} {cname} round {i + 1} {p} {n} images: {row['seconds']:.2f} s",
                               file=sys.stderr)
@@ -243,6 +249,7 @@ def markdown(res: dict, with_targets: bool = True) -> str:
         for c in r["cases"].values():
             kind = "12 MP photos" if c["corpus"] == "phone" else "photos"
             pin = "" if r["pin"] is None else f" (taskset -c {r['pin']})"
+            pin += "".join(f" ({k}={v})" for k, v in r.get("env", {}).items())
             lines.append(f"**{c['model']} {c['side']}, {c['corpus_images']} {kind}, {r['label']}{pin}**")
             lines.append("")
             lines.append(f"| pipeline | start-up job ({c['small']} images) | marginal rate | "
@@ -278,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true",
                     help="MobileNetV2 only, jobs of 4 and 48 images, one round (a smoke run)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--regimes", default="all,one", help="all (no pinning), one (taskset to one core)")
+    ap.add_argument("--regimes", help="all (no pinning), one (taskset to one core), avx2 (oneDNN limited "
+                                      "to AVX2); default all,one,avx2 (--quick: all,one)")
     ap.add_argument("--cases", default="mobilenet,xception,phone")
     ap.add_argument("--bound", action="store_true", help="also run the compute-only bound")
     ap.add_argument("--mobilenet-sizes", type=_sizes, default=CASES["mobilenet"]["sizes"], metavar="SMALL,LARGE")
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", metavar="FILE", help="also write the results here")
     ap.add_argument("--markdown", metavar="FILE", help="write the tables here")
     args = ap.parse_args(argv)
-    regimes = args.regimes.split(",")
+    regimes = (args.regimes or ("all,one" if args.quick else "all,one,avx2")).split(",")
     if unknown := set(regimes) - set(REGIMES):
         ap.error(f"unknown regimes {sorted(unknown)}")
     sizes = {"mobilenet": args.mobilenet_sizes, "xception": args.xception_sizes, "phone": args.phone_sizes}

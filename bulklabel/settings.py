@@ -96,6 +96,13 @@ def auto_or_positive(text: str | int, what: str) -> int:
     return positive_int(text, what)
 
 
+def auto_or_count(text: str | int, what: str) -> int | None:
+    """``auto`` → None, meaning "choose for me"; otherwise a whole number ≥ 0."""
+    if str(text).strip().lower() == "auto":
+        return None
+    return non_negative_int(text, what)
+
+
 def optional_positive(text: str | int | None, what: str) -> int | None:
     return None if text in (None, "") else positive_int(text, what)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -131,8 +132,32 @@ def test_profile_prints_stage_times(color_model, color_folder, tmp_path):
     startup = data["startup"]
     assert set(startup) == {"command", "TensorFlow import", "model load", "trace", "first batch", "decoded ahead"}
     assert startup["decoded ahead"] == len(truth)  # every image was decoded while TensorFlow started
-    assert data["batch_size"] == len(truth)  # a job smaller than a batch: one call of its size, no padding
+    assert data["images_computed"] == len(truth) < data["batch_size"]  # a job smaller than a batch: no padding computed
     assert all(v > 0 for v in startup.values())
+    assert "concurrency: " in result.stdout and "usable cores; decode" in result.stdout
+    cores = len(os.sched_getaffinity(0))
+    threads = data["concurrency"]
+    assert threads["usable cores"] == cores and threads["decode threads"] == max(2, cores)
+    assert threads["decode-ahead threads"] == max(1, min(threads["decode threads"], cores - 1))
+    assert threads["TensorFlow"] == {"intra-op": cores, "inter-op": cores,
+                                     "chosen by": "TensorFlow (one per usable core)"}
+
+
+def test_decode_ahead_can_be_bounded_or_switched_off(color_model, color_folder, tmp_path):
+    folder, truth = color_folder
+    for ahead, expected in (("0", None), ("2", 2)):
+        summary = tmp_path / f"ahead-{ahead}.json"
+        result = run_cli("classify", str(folder), "--model", color_model.keras_path, "--decode-ahead", ahead,
+                         "--out", str(tmp_path / f"ahead-{ahead}.jsonl"), "--summary-json", str(summary))
+        assert result.returncode == 0, result.stderr
+        data = json.loads(summary.read_text())
+        assert data["images"] == len(truth) and data["errors"] == 0
+        assert data["startup"].get("decoded ahead") == expected  # at most 2: all done while the model loaded
+        threads = data["concurrency"]["decode-ahead threads"]
+        assert threads == 0 if expected is None else threads >= 1
+    bad = run_cli("classify", str(folder), "--model", color_model.keras_path, "--decode-ahead", "lots",
+                  "--out", str(tmp_path / "bad.jsonl"))
+    assert bad.returncode == 2 and "--decode-ahead" in bad.stderr
 
 
 def test_progress_bar_when_asked(color_model, color_folder, tmp_path):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import itertools
+import time
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from bulklabel.options import EngineOptions
+from bulklabel.options import EngineOptions, ModelOptions
 from bulklabel.storage import open_reader
 from worker.inference.engine import Engine
 from worker.inference.models import load_model
@@ -92,10 +93,30 @@ def test_one_trace_for_many_batches_with_a_ragged_tail(model, tmp_path):
     path.write_bytes(encoded(color_photo("green", rng), "PNG"))
     engine = Engine(model, open_reader(), EngineOptions(batch_size=8))
     engine.warmup()
+    assert engine.predictor.computed == 8  # the warm-up batch
     for n in (8, 21, 3, 17):  # full batches, ragged tails, a tiny job
+        before = engine.predictor.computed
         records, _ = _run(engine, [str(path)] * n)
         assert len(records) == n and {r["label"] for r in records} == {"green"}
+        assert engine.predictor.computed - before == n  # a tail computes its own images, no padding
     assert engine.predictor.traces == 1
+
+
+def test_a_model_with_a_fixed_batch_size_is_padded_to_it(tmp_path):
+    import keras
+
+    inputs = keras.Input((16, 16, 3), batch_size=4)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    model_file = tmp_path / "fixed.keras"
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(model_file)
+    loaded = load_model(str(model_file), ModelOptions(preprocess="none"))
+    assert loaded.fixed_batch == 4
+    path = tmp_path / "one.png"
+    path.write_bytes(encoded(color_photo("green", np.random.default_rng(1)), "PNG"))
+    engine = Engine(loaded, open_reader(), EngineOptions(batch_size=4))
+    records, _ = _run(engine, [str(path)] * 6)
+    assert len(records) == 6 and all(r["label"] in ("0", "1") for r in records)
+    assert engine.predictor.computed == 8 and engine.predictor.traces == 1
 
 
 def test_model_is_never_called_per_image(model, tmp_path, monkeypatch):
@@ -158,11 +179,68 @@ def test_a_prefetched_head_gives_the_same_records_whatever_size_was_guessed(mode
     plain, _ = _run(Engine(model, open_reader(), options), sources)
     for size in (model.input_size, (model.input_size[0] + 8, model.input_size[1])):  # right, then wrong
         head = Prefetch(iter(sources), size, model.channels, options.max_pixels, open_reader(), 5, 2)
+        deadline = time.monotonic() + 30
+        while len(head.head) < 5 and time.monotonic() < deadline:  # the feeder stops at the limit
+            time.sleep(0.01)
+        time.sleep(0.05)
         assert [s for s, _ in head.head] == sources[:5]
         out = []
         stats = Engine(model, open_reader(), options).run(head.rest, out.extend, prefetched=head)
         assert out == plain and stats.images == len(sources) and stats.errors == 1
         assert stats.stages["decode"] > 0 and stats.first_batch is not None
+
+
+class _SlowReader:
+    """A reader that takes ``delay`` seconds a file: the handover comes while the head is listed."""
+
+    def __init__(self, delay: float):
+        self.inner, self.delay, self.reads = open_reader(), delay, []
+
+    def read(self, source):
+        time.sleep(self.delay)
+        self.reads.append(source)
+        return self.inner.read(source)
+
+
+def test_a_handover_mid_listing_loses_and_repeats_nothing(model, color_folder):
+    from worker.inference.prefetch import Prefetch
+
+    folder, truth = color_folder
+    sources = sorted(truth) * 6
+    options = EngineOptions(batch_size=4, top_k=1)
+    reader = _SlowReader(0.02)
+    head = Prefetch(iter(sources), model.input_size, model.channels, options.max_pixels, reader, 1000, 1)
+    time.sleep(0.1)  # a few read ahead, most not yet listed
+    out = []
+    stats = Engine(model, open_reader(), options).run(head.rest, out.extend, prefetched=head)
+    ahead = len(head.head)
+    assert 0 < ahead < len(sources)
+    assert [r["source"] for r in out] == sources and stats.images == len(sources)
+    assert sorted(reader.reads) == sorted(sources[:ahead])  # the head was read once, by the prefetch
+
+
+def test_a_listing_that_fails_while_reading_ahead_fails_the_job(model, color_folder):
+    from worker.inference.prefetch import Prefetch
+
+    folder, truth = color_folder
+
+    def listing():
+        yield from sorted(truth)[:2]
+        raise OSError("listing the bucket failed: AccessDenied")
+
+    head = Prefetch(listing(), model.input_size, model.channels, 10**8, open_reader(), 100, 1)
+    with pytest.raises(OSError, match="AccessDenied"):
+        Engine(model, open_reader(), EngineOptions(batch_size=4)).run(head.rest, lambda r: None, prefetched=head)
+
+
+def test_how_much_is_decoded_ahead_and_on_how_many_threads():
+    from worker.inference.prefetch import AHEAD_BYTES, ahead_limit, ahead_threads
+
+    assert ahead_limit((224, 224), 3, 32) == 256                    # 8 batches fit in the budget
+    assert ahead_limit((400, 400), 3, 32) == AHEAD_BYTES // (400 * 400 * 3) == 139  # the budget binds
+    assert ahead_limit((4000, 4000), 3, 32) == 64                   # never fewer than 2 batches
+    assert ahead_threads(2, 2) == 1 and ahead_threads(8, 8) == 7      # one core starts TensorFlow
+    assert ahead_threads(2, 1) == 1 and ahead_threads(1, 16) == 1     # at least one; never more than asked
 
 
 def test_the_expected_input_is_told_without_tensorflow(color_model):

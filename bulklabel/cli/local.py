@@ -84,6 +84,11 @@ RESUME = Option(("--resume",), switch=True, default=False, parse=settings.boolea
                      ".csv), skip their images, append the rest")
 PROFILE = Option(("--profile",), switch=True, default=False, parse=settings.boolean,
                  help="print time spent per stage at the end")
+DECODE_AHEAD = Option(("--decode-ahead",), metavar="N", default="auto", parse=settings.auto_or_count,
+                      help="images read and decoded while TensorFlow starts and the model loads, on "
+                           "the cores that start-up leaves idle (default auto: until the model is "
+                           "ready, at most 8 batches and 64 MiB of pixels; 0: none, every image "
+                           "waits for the model)")
 SUMMARY_JSON = Option(("--summary-json",), metavar="FILE",
                       help="also write the end-of-job summary (counts, seconds, images/s, stage "
                            "times) as JSON")
@@ -98,6 +103,7 @@ def add_classify(sub) -> None:
     add_options(p, OUT)
     add_options(p, MODEL, ModelOptions, title="model")
     add_options(p, EngineOptions, title="engine")
+    add_options(p, DECODE_AHEAD, title="start-up")
     add_options(p, RuntimeOptions, title="TensorFlow")
     add_options(p, PROGRESS, RESUME, PROFILE, SUMMARY_JSON, title="display")
     p.set_defaults(run=_classify)
@@ -144,6 +150,7 @@ def _classify(args: argparse.Namespace) -> int:
         model_options=from_args(ModelOptions, args), engine_options=from_args(EngineOptions, args),
         progress=PROGRESS.value(args), profile=PROFILE.value(args),
         summary_json=SUMMARY_JSON.value(args), resume=RESUME.value(args),
+        decode_ahead=DECODE_AHEAD.value(args),
     )
     runtime = from_args(RuntimeOptions, args)
     prepared = prepare(job)  # fail fast (and lock --out), before TensorFlow starts

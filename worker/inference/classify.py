@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bulklabel.options import EngineOptions, ModelOptions
@@ -21,7 +21,6 @@ from bulklabel.sources import check_sources, iter_sources
 from bulklabel.storage import s3_lister
 
 from .engine import JobStats, open_engine
-from .runtime import default_batch_size
 
 if TYPE_CHECKING:
     from .prefetch import Prefetch
@@ -38,6 +37,7 @@ class ClassifyJob:
     profile: bool = False
     summary_json: str | None = None  # also write the summary as JSON here
     resume: bool = False             # skip sources already in --out and append the rest
+    decode_ahead: int | None = None  # images decoded while the model loads (None: ahead_limit, 0: none)
 
 
 @dataclass
@@ -68,19 +68,23 @@ def prepare(job: ClassifyJob) -> Prepared:
 
 def prefetch(job: ClassifyJob, prepared: Prepared) -> Prefetch | None:
     """Start reading and decoding the job's first images (``worker.inference.prefetch``), before
-    TensorFlow starts; None when the model's input size cannot be told without loading it."""
+    TensorFlow starts, on every core but the one that starts it, until the model is ready (at
+    most ``job.decode_ahead`` images, or ``ahead_limit``); None when the model's input size cannot
+    be told without loading it, or ``job.decode_ahead`` is 0."""
     from bulklabel.storage import open_reader
 
-    from .engine import decode_threads
-    from .prefetch import Prefetch, expected_input
+    from .engine import decode_threads, usable_cores
+    from .prefetch import Prefetch, ahead_limit, ahead_threads, expected_input
 
-    expected = expected_input(job.model, job.model_options)
+    expected = None if job.decode_ahead == 0 else expected_input(job.model, job.model_options)
     if expected is None:
         return None
     opts = job.engine_options
-    count = 2 * (opts.batch_size or 32)
-    return Prefetch(_todo(job, prepared.done), expected[0], expected[1], opts.max_pixels,
-                    open_reader(opts.io_threads, opts.max_bytes), count, decode_threads(opts))
+    size, channels = expected
+    limit = job.decode_ahead or ahead_limit(size, channels, opts.batch_size or 32)
+    return Prefetch(_todo(job, prepared.done), size, channels, opts.max_pixels,
+                    open_reader(opts.io_threads, opts.max_bytes), limit,
+                    ahead_threads(decode_threads(opts), usable_cores()))
 
 
 def run(job: ClassifyJob, prepared: Prepared | None = None, head: Prefetch | None = None,
@@ -107,11 +111,7 @@ def _run(job: ClassifyJob, prepared: Prepared, head: Prefetch | None, startup: d
     model = load_model(job.model, job.model_options)
     for note in model.warnings:
         print(f"bulklabel: note: {note}", file=sys.stderr)
-    options = job.engine_options
-    if head is not None and head.whole_job and 0 < len(head.head) < (options.batch_size or default_batch_size()):
-        # A job smaller than a batch: one call of exactly its size, no padding computed for nothing.
-        options = replace(options, batch_size=len(head.head))
-    engine = open_engine(model, options)
+    engine = open_engine(model, job.engine_options)
     startup["model load"] = time.perf_counter() - t
     t = time.perf_counter()
     engine.warmup(compute=False)  # trace only: the first real batch runs the model first
@@ -140,8 +140,10 @@ def _run(job: ClassifyJob, prepared: Prepared, head: Prefetch | None, startup: d
         f"{stats.rate:.1f} images/s; model {model.model_id} loaded in {load_seconds:.1f} s; "
         f"wrote {os.path.abspath(job.out)}"
     )
+    concurrency = _concurrency(job.engine_options, head)
     if job.profile:
         print(f"start-up: {_startup_text(startup)}")
+        print(f"concurrency: {_concurrency_text(concurrency)}")
         print(f"stage times: {stats.profile()}; traces: {engine.predictor.traces}; decode priority low for "
               f"{stats.low_priority_batches} of {-(-stats.images // engine.predictor.batch_size)} batches")
     if job.summary_json:
@@ -152,9 +154,29 @@ def _run(job: ClassifyJob, prepared: Prepared, head: Prefetch | None, startup: d
                        "images_per_second": round(stats.rate, 3), "load_seconds": round(load_seconds, 3),
                        "model": model.model_id, "batch_size": engine.predictor.batch_size,
                        "stages": {k: round(v, 4) for k, v in stats.stages.items()},
-                       "traces": engine.predictor.traces, "startup": {k: round(v, 4) for k, v in startup.items()},
+                       "traces": engine.predictor.traces, "images_computed": engine.predictor.computed,
+                       "startup": {k: round(v, 4) for k, v in startup.items()}, "concurrency": concurrency,
                        "out": os.path.abspath(job.out)}, f, indent=2)
     return stats
+
+
+def _concurrency(options: EngineOptions, head: Prefetch | None) -> dict:
+    """The threads this job ran with, and who chose them (for --profile and --summary-json)."""
+    from .engine import decode_threads, usable_cores
+    from .runtime import tf_thread_counts
+
+    return {"usable cores": usable_cores(), "decode threads": decode_threads(options),
+            "decode priority": options.decode_priority,
+            "decode-ahead threads": head.threads if head is not None else 0,
+            "TensorFlow": tf_thread_counts()}
+
+
+def _concurrency_text(c: dict) -> str:
+    tf = c["TensorFlow"]
+    model = (f"TensorFlow intra-op {tf['intra-op']}, inter-op {tf['inter-op']} (chosen by {tf['chosen by']})"
+             if "intra-op" in tf else f"Keras backend {tf['backend']}")
+    return (f"{c['usable cores']} usable cores; decode {c['decode threads']} threads (priority "
+            f"{c['decode priority']}), decode ahead {c['decode-ahead threads']}; {model}")
 
 
 def _startup_text(startup: dict[str, float]) -> str:

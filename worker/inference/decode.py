@@ -102,6 +102,10 @@ def _decode(data: bytes, size: tuple[int, int], channels: int, max_pixels: int) 
         if jpeg:
             target = (height, width) if orientation in _TRANSPOSED_ORIENTATIONS else (width, height)
             im.draft("L" if channels == 1 and im.mode != "CMYK" else None, target)
+            # All the bytes to libjpeg in one call: one release of the GIL per image, not one
+            # per 64 KiB block (a thread decoding beside a busy Python thread, such as
+            # TensorFlow's import, would otherwise wait for the GIL some 20 times a photo).
+            im.decodermaxblock = max(im.decodermaxblock, len(data))
         im.load()
     except OSError as exc:
         text = _short(exc)

@@ -1,9 +1,12 @@
-"""The model call: fixed-shape batches through one traced function.
+"""The model call: batches of uint8 pixels through one traced function.
 
-Every batch has the same shape ``(batch_size, H, W, C)`` uint8 — the tail batch is padded —
-so the function is traced once and never again, whatever the size of the job. Casting,
-preprocessing and turning outputs into scores happen inside the traced call, on the
-device, so only uint8 pixels cross to it.
+On TensorFlow the call is traced once for ``(None, H, W, C)`` uint8: any number of images up
+to ``batch_size`` runs through the same graph, so the tail batch of a job (and a job smaller
+than a batch) computes only its own images, and nothing is traced again whatever the size
+of the job. JAX compiles per shape, and a model may insist on one batch size: there every
+batch is padded to ``batch_size``.
+Casting, preprocessing and turning outputs into scores happen inside the traced call, on
+the device, so only uint8 pixels cross to it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class Predictor:
         h, w = model.input_size
         self.shape = (batch_size, h, w, model.channels)
         self.traces = 0  # times the call was traced (1 in a healthy run); eager backends: calls
+        self.computed = 0  # images run through the model, padding included
+        self.pads = True   # every call has the full batch shape (JAX: one compilation per shape)
         self._fn = self._compile()
         from keras import ops
 
@@ -44,8 +49,11 @@ class Predictor:
         if backend == "tensorflow":
             import tensorflow as tf
 
+            # A model whose input insists on one batch size gets exactly that shape, padded.
+            self.pads = model.fixed_batch is not None
+            batch = self.batch_size if self.pads else None
             return tf.function(
-                call, input_signature=[tf.TensorSpec(self.shape, tf.uint8)], jit_compile=False,
+                call, input_signature=[tf.TensorSpec((batch, *self.shape[1:]), tf.uint8)], jit_compile=False,
                 reduce_retracing=True,
             )
         if backend == "jax":
@@ -59,21 +67,29 @@ class Predictor:
                 with torch.inference_mode():  # no autograd bookkeeping
                     return call(x)
 
+            self.pads = False
             return eager
+        self.pads = False
         return call
 
     def new_batch(self) -> np.ndarray:
         return np.zeros(self.shape, np.uint8)
 
     def predict(self, batch: np.ndarray, count: int | None = None) -> np.ndarray:
-        """Scores (count, classes) float32 for the first ``count`` images of a full-shape batch."""
-        if batch.shape != self.shape:
+        """Scores (count, classes) float32 for the first ``count`` images of ``batch`` (all of
+        them when None), which holds at most ``batch_size`` images of the model's shape."""
+        count = len(batch) if count is None else count
+        if count > self.batch_size or batch.shape[1:] != self.shape[1:]:
+            raise ValueError(f"a batch of at most {self.shape} was expected, got {batch.shape}")
+        if self.pads and len(batch) != self.batch_size:
             padded = self.new_batch()
             padded[: len(batch)] = batch
-            count = len(batch) if count is None else count
             batch = padded
+        elif not self.pads:
+            batch = batch[:count]  # a view: only these images are computed
+        self.computed += len(batch)
         out = self._to_numpy(self._fn(batch))
-        return out[: self.batch_size if count is None else count]
+        return out[:count]
 
     def warmup(self, compute: bool = True) -> None:
         """Trace the call, and with ``compute`` also run it once on a batch of zeros.
@@ -84,7 +100,7 @@ class Predictor:
         once and then waits for chunks computes; a one-off job traces only, and its first
         real batch does the rest."""
         if compute:
-            self.predict(self.new_batch(), 0)
+            self.predict(self.new_batch())
         elif hasattr(self._fn, "get_concrete_function"):  # TensorFlow: trace, run nothing
             self._fn.get_concrete_function()
 

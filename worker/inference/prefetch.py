@@ -4,9 +4,10 @@ A one-off job spends its first seconds importing TensorFlow and building the mod
 core. Decoding needs only Pillow and the model's input size, and that size is usually known
 before the model is: ``--image-size``, the metadata a bulklabel model carries (read from
 the file without TensorFlow), or the standard size of a Keras Applications model. So the
-first ``count`` sources are listed and decoded on other threads meanwhile, and handed to
-the engine (``Engine.run(prefetched=...)``). If the loaded model turns out to want another
-size, they are simply decoded again: a wrong guess costs the head start, never a record.
+job's first sources are listed and decoded on the other cores meanwhile, for as long as the
+model takes to load (within a memory bound), and handed to the engine
+(``Engine.run(prefetched=...)``). If the loaded model turns out to want another size, they
+are simply decoded again: a wrong guess costs the head start, never a record.
 """
 
 from __future__ import annotations
@@ -49,28 +50,64 @@ def expected_input(spec: str, options: ModelOptions) -> tuple[tuple[int, int], i
 
 
 class Prefetch:
-    """Reads and decodes the first ``count`` of ``sources`` on ``threads`` threads, at once."""
+    """Reads and decodes the first of ``sources`` on ``threads`` threads while the model loads.
+
+    A feeder thread lists the sources and keeps ``2 × threads`` images read or decoding until
+    ``handover`` (the engine is ready) or until ``limit`` images are ahead: decoding the job's
+    first images uses the cores that TensorFlow's start-up leaves idle (it imports and builds
+    on one), so the more of them are done by then, the sooner the job ends. ``limit`` bounds
+    the memory they hold (``ahead_limit``)."""
 
     def __init__(self, sources: Iterable[str], size: tuple[int, int], channels: int, max_pixels: int,
-                 reader: SourceReader, count: int, threads: int):
+                 reader: SourceReader, limit: int, threads: int):
         self.size, self.channels, self.max_pixels = size, channels, max_pixels
         self.rest: Iterator[str] = iter(sources)
         self.stats = JobStats()
-        self._pool = ThreadPoolExecutor(threads, "bulklabel-prefetch")
-        work = ImageWork(reader, size, channels, max_pixels, self.stats, threading.Lock())
         self.head: list[tuple[str, Future]] = []
         self.decoded_ahead = 0  # how many were done when the engine took them over
-        for source in itertools.islice(self.rest, count):
-            out: Future = Future()
-            self._pool.submit(work.read_then_decode, source, out)
-            self.head.append((source, out))
-        self._pool.shutdown(wait=False)  # its threads end when the head is decoded
-        self.whole_job = len(self.head) < count  # the listing ended within the head: the job's size is known
+        self._limit = max(1, limit)
+        self.threads = threads
+        self._work = ImageWork(reader, size, channels, max_pixels, self.stats, threading.Lock())
+        self._pool = ThreadPoolExecutor(threads, "bulklabel-prefetch")
+        self._slots = threading.Semaphore(2 * threads)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._feeder = threading.Thread(target=self._feed, name="bulklabel-prefetch-list", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        try:
+            while len(self.head) < self._limit:
+                while not self._slots.acquire(timeout=0.05):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():  # checked before a source is taken: none is lost
+                    self._slots.release()
+                    return
+                source = next(self.rest, None)
+                if source is None:
+                    return
+                out: Future = Future()
+                out.add_done_callback(lambda _: self._slots.release())
+                self._pool.submit(self._work.read_then_decode, source, out)
+                self.head.append((source, out))
+        except BaseException as exc:  # the listing failed: raised again by handover
+            self._error = exc
+        finally:
+            self._pool.shutdown(wait=False)  # its threads end when the head is decoded
+
+    def _halt(self) -> None:
+        self._stop.set()
+        self._feeder.join()
 
     def handover(self, size: tuple[int, int], channels: int, max_pixels: int,
                  sources: Iterable[str]) -> tuple[list[tuple[str, Future]], Iterable[str]]:
-        """(decoded head, the sources still to list) for a model of ``size``/``channels``; an
-        empty head (and its sources put back in front) when those are not what was guessed."""
+        """Stop reading ahead; (decoded head, the sources still to list) for a model of
+        ``size``/``channels``; an empty head (and its sources put back in front) when those
+        are not what was guessed."""
+        self._halt()
+        if self._error is not None:
+            raise self._error
         self.decoded_ahead = sum(1 for _, out in self.head if out.done())
         if (tuple(size), channels, max_pixels) == (self.size, self.channels, self.max_pixels):
             return self.head, sources
@@ -82,4 +119,19 @@ class Prefetch:
             stats.stages[stage] += self.stats.stages[stage]
 
     def cancel(self) -> None:
+        self._halt()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+AHEAD_BYTES = 64 << 20  # pixels decoded ahead at most (224 × 224 RGB: 445 images)
+
+
+def ahead_limit(size: tuple[int, int], channels: int, batch_size: int) -> int:
+    """Images to decode ahead at most: 8 batches, within ``AHEAD_BYTES`` of pixels, at least 2 batches."""
+    fit = AHEAD_BYTES // max(1, size[0] * size[1] * channels)
+    return max(2 * batch_size, min(8 * batch_size, fit))
+
+
+def ahead_threads(decode_threads: int, cores: int) -> int:
+    """Threads decoding ahead: one core is TensorFlow's start-up (one thread), the others decode."""
+    return max(1, min(decode_threads, cores - 1))

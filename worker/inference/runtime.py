@@ -80,3 +80,21 @@ def configure(options: RuntimeOptions | None = None) -> None:
                 tf.config.experimental.set_memory_growth(gpu, True)
             except RuntimeError:
                 pass  # already initialised: nothing to do
+
+
+def tf_thread_counts() -> dict[str, int | str]:
+    """TensorFlow's CPU thread pools as they are: ``intra-op``/``inter-op`` threads (TensorFlow's
+    default is one per core this process may run on, which it reads from the CPU affinity), or
+    ``backend`` when Keras runs on another backend."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return {"backend": keras.backend.backend()}
+    import tensorflow as tf
+
+    from .engine import usable_cores
+
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    return {"intra-op": intra or usable_cores(), "inter-op": inter or usable_cores(),
+            "chosen by": "--tf-threads" if intra else "TensorFlow (one per usable core)"}

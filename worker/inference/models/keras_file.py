@@ -55,10 +55,12 @@ def load(path: str, options: ModelOptions) -> LoadedModel:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"{path!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                          "bulklabel serves image classifiers with one image input and one output")
-    _, h, w, c = model.inputs[0].shape
+    batch, h, w, c = model.inputs[0].shape
     num_classes = model.outputs[0].shape[-1]
-    return describe(path, model, lambda x: model(x, training=False), (h, w), c, num_classes,
-                    output_kind(model), options)
+    loaded = describe(path, model, lambda x: model(x, training=False), (h, w), c, num_classes,
+                      output_kind(model), options)
+    loaded.fixed_batch = batch
+    return loaded
 
 
 def _explain(path: str, exc: Exception, what: str) -> ModelError:

@@ -36,6 +36,7 @@ class LoadedModel:
     # (independent scores), or 'binary-sigmoid' / 'binary-logits' (one unit → 2 classes).
     output: str = "probabilities"
     handle: Any = None   # the object that owns the weights (Keras model or loaded SavedModel)
+    fixed_batch: int | None = None  # the batch size the model's input insists on, if any (else any)
     warnings: list[str] = field(default_factory=list)
 
     def label(self, index: int) -> str:

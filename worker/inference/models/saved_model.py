@@ -44,13 +44,15 @@ def load(path: str, options: ModelOptions) -> LoadedModel:
                          f"it has inputs {sorted(inputs)} and outputs {sorted(outputs)}")
     (in_name, in_spec), = inputs.items()
     (out_name, out_spec), = outputs.items()
-    _, h, w, c = in_spec.shape.as_list()
+    batch, h, w, c = in_spec.shape.as_list()
     in_dtype = in_spec.dtype
 
     def forward(x):
         return signature(**{in_name: tf.cast(x, in_dtype)})[out_name]
 
-    return describe(path, obj, forward, (h, w), c, out_spec.shape[-1], "probabilities", options)
+    loaded = describe(path, obj, forward, (h, w), c, out_spec.shape[-1], "probabilities", options)
+    loaded.fixed_batch = batch
+    return loaded
 
 
 def audit(path: str) -> None:
