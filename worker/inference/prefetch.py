@@ -111,6 +111,7 @@ class Prefetch:
         self.decoded_ahead = sum(1 for _, out in self.head if out.done())
         if (tuple(size), channels, max_pixels) == (self.size, self.channels, self.max_pixels):
             return self.head, sources
+        self._pool.shutdown(wait=False, cancel_futures=True)  # decoded at the wrong size: stop
         return [], itertools.chain((source for source, _ in self.head), sources)
 
     def add_stages(self, stats: JobStats) -> None:
