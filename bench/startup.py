@@ -22,9 +22,9 @@ batches), so the marginal rate is the steady one of each pipeline.
 
 Before the rounds of each case, every pipeline runs its large job once, not counted, so that no
 round pays for reading TensorFlow's libraries and the corpus from disk (a first round once ran
-``tf.data`` at half speed, for a reason not found; this rules out one). Rounds are interleaved: in each round every
-regime, every size and every pipeline runs once,
-pipelines in an order rotated per round. Reported: medians over rounds; the ratios
+``tf.data`` at half speed, for a reason not found; this rules out one). Rounds are interleaved:
+in each round every regime, every size and every pipeline runs once, pipelines in an order
+rotated per round. Reported: medians over rounds; the ratios
 bulklabel / tf.data (marginal rate: higher is better; small- and whole-job seconds: <= 1 means
 bulklabel finishes no later) are taken within each round, then the median.
 

@@ -75,13 +75,14 @@ def prefetch(job: ClassifyJob, prepared: Prepared) -> Prefetch | None:
 
     from .engine import decode_threads, usable_cores
     from .prefetch import Prefetch, ahead_limit, ahead_threads, expected_input
+    from .runtime import CPU_BATCH_SIZE
 
     expected = None if job.decode_ahead == 0 else expected_input(job.model, job.model_options)
     if expected is None:
         return None
     opts = job.engine_options
     size, channels = expected
-    limit = job.decode_ahead or ahead_limit(size, channels, opts.batch_size or 32)
+    limit = job.decode_ahead or ahead_limit(size, channels, opts.batch_size or CPU_BATCH_SIZE)
     return Prefetch(_todo(job, prepared.done), size, channels, opts.max_pixels,
                     open_reader(opts.io_threads, opts.max_bytes), limit,
                     ahead_threads(decode_threads(opts), usable_cores()))

@@ -27,7 +27,6 @@ class Predictor:
         self.shape = (batch_size, h, w, model.channels)
         self.traces = 0  # times the call was traced (1 in a healthy run); eager backends: calls
         self.computed = 0  # images run through the model, padding included
-        self.pads = True   # every call has the full batch shape (JAX: one compilation per shape)
         self._fn = self._compile()
         from keras import ops
 
@@ -38,6 +37,10 @@ class Predictor:
         from keras import ops
 
         model = self.model
+        backend = keras.backend.backend()
+        # Every call has the full batch shape: for a model whose input insists on one batch
+        # size, and on JAX (one compilation per shape). Elsewhere a partial batch runs as is.
+        self.pads = model.fixed_batch is not None or backend == "jax"
 
         def call(x):
             self.traces += 1  # Python side effect: runs only while tracing
@@ -45,12 +48,9 @@ class Predictor:
             y = ops.cast(model.forward(x), "float32")
             return scores(y, model.output)
 
-        backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf
 
-            # A model whose input insists on one batch size gets exactly that shape, padded.
-            self.pads = model.fixed_batch is not None
             batch = self.batch_size if self.pads else None
             return tf.function(
                 call, input_signature=[tf.TensorSpec((batch, *self.shape[1:]), tf.uint8)], jit_compile=False,
@@ -67,9 +67,7 @@ class Predictor:
                 with torch.inference_mode():  # no autograd bookkeeping
                     return call(x)
 
-            self.pads = False
             return eager
-        self.pads = False
         return call
 
     def new_batch(self) -> np.ndarray:

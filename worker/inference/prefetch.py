@@ -78,11 +78,8 @@ class Prefetch:
     def _feed(self) -> None:
         try:
             while len(self.head) < self._limit:
-                while not self._slots.acquire(timeout=0.05):
-                    if self._stop.is_set():
-                        return
+                self._slots.acquire()  # a decode finished, or _halt woke it
                 if self._stop.is_set():  # checked before a source is taken: none is lost
-                    self._slots.release()
                     return
                 source = next(self.rest, None)
                 if source is None:
@@ -98,6 +95,7 @@ class Prefetch:
 
     def _halt(self) -> None:
         self._stop.set()
+        self._slots.release()  # wakes a feeder waiting for a slot
         self._feeder.join()
 
     def handover(self, size: tuple[int, int], channels: int, max_pixels: int,

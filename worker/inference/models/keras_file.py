@@ -57,10 +57,8 @@ def load(path: str, options: ModelOptions) -> LoadedModel:
                          "bulklabel serves image classifiers with one image input and one output")
     batch, h, w, c = model.inputs[0].shape
     num_classes = model.outputs[0].shape[-1]
-    loaded = describe(path, model, lambda x: model(x, training=False), (h, w), c, num_classes,
-                      output_kind(model), options)
-    loaded.fixed_batch = batch
-    return loaded
+    return describe(path, model, lambda x: model(x, training=False), (h, w), c, num_classes,
+                    output_kind(model), options, fixed_batch=batch)
 
 
 def _explain(path: str, exc: Exception, what: str) -> ModelError:

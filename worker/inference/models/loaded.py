@@ -44,7 +44,7 @@ class LoadedModel:
 
 
 def describe(source, model, forward, size, channels, num_classes, output, options: ModelOptions,
-             meta=None, digest=None) -> LoadedModel:
+             meta=None, digest=None, fixed_batch: int | None = None) -> LoadedModel:
     """Combine what the model says, its metadata and the flags (flags win) into a LoadedModel."""
     notes: list[str] = []
     if meta is None:
@@ -81,7 +81,7 @@ def describe(source, model, forward, size, channels, num_classes, output, option
         name=name, model_id=f"{name}@{digest[:HASH_LENGTH]}", forward=forward,
         input_size=image_size, channels=int(channels), num_classes=int(num_classes),
         class_names=list(names) if names is not None else None, preprocess=mode,
-        output=output, handle=model, warnings=notes,
+        output=output, handle=model, fixed_batch=fixed_batch, warnings=notes,
     )
 
 

@@ -50,9 +50,8 @@ def load(path: str, options: ModelOptions) -> LoadedModel:
     def forward(x):
         return signature(**{in_name: tf.cast(x, in_dtype)})[out_name]
 
-    loaded = describe(path, obj, forward, (h, w), c, out_spec.shape[-1], "probabilities", options)
-    loaded.fixed_batch = batch
-    return loaded
+    return describe(path, obj, forward, (h, w), c, out_spec.shape[-1], "probabilities", options,
+                    fixed_batch=batch)
 
 
 def audit(path: str) -> None:
