@@ -109,7 +109,7 @@ def test_startup_benchmark_runs_on_a_tiny_corpus(tmp_path):
     assert regimes["all"] in live and regimes["all"]["pin"] is None
     for regime in live:
         (case,) = regime["cases"].values()
-        assert case["model"] == "MobileNetV2" and (case["small"], case["large"]) == (4, 48)
+        assert case["model"] == "MobileNetV2" and (case["small"], case["large"]) == (4, 384)
         assert case["corpus_images"] == 12 and case["finish"] == "small"
         assert set(case["pipelines"]) == {"tfdata", "bulklabel"}
         for p in case["pipelines"].values():
@@ -123,7 +123,7 @@ def test_startup_benchmark_runs_on_a_tiny_corpus(tmp_path):
     assert "start-up, all cores, MobileNetV2: marginal rate / tf.data" in names
     assert "start-up, all cores, MobileNetV2: 4-image job seconds / tf.data" in names
     table = md.read_text()
-    assert "| pipeline | start-up job (4 images) | marginal rate | whole job (48 images) |" in table
+    assert "| pipeline | start-up job (4 images) | marginal rate | whole job (384 images) |" in table
     assert "| bulklabel/tf.data |" in table and "| target | measured | goal | met |" in table
     # as bench.run's section (--only startup)
     full = {"started": res["started"], "machine": res["machine"], "rounds": 1, "startup": res}
