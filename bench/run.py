@@ -7,7 +7,7 @@ summary (``--markdown``). See docs/benchmarks.md.
 
 The ``startup`` section (whole-process start-up and marginal rates, all cores and one core;
 bench.startup) is not in the default ``--only`` list, it is long: run it with ``--only startup``
-(``--quick``: its smoke variant, under a minute) or alone, ``python -m bench.startup``.
+(``--quick``: its smoke variant, about a minute) or alone, ``python -m bench.startup``.
 """
 
 from __future__ import annotations
